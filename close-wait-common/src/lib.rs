@@ -1,0 +1,186 @@
+//! Wire format shared by the eBPF program and the userspace loader.
+//!
+//! Everything here is `#[repr(C)]`, made of fixed-width integers with explicit
+//! padding, alignment <= 8, and its size asserted at compile time. Userspace
+//! decodes events with a length check and `TryFrom` for the kind field; it
+//! never transmutes bytes into enums.
+#![no_std]
+
+use core::mem::size_of;
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// `Event::kind` values.
+pub mod kind {
+    /// sock:inet_sock_set_state into or out of CLOSE_WAIT.
+    pub const STATE: u32 = 1;
+    /// tcp:tcp_send_reset on a socket that was tracked in CLOSE_WAIT.
+    pub const SEND_RESET: u32 = 2;
+    /// tcp:tcp_receive_reset on a socket that was tracked in CLOSE_WAIT.
+    pub const RECV_RESET: u32 = 3;
+    /// tcp:tcp_destroy_sock on a socket that was tracked in CLOSE_WAIT.
+    pub const DESTROY: u32 = 4;
+}
+
+/// `Event::flags` bits.
+pub mod flags {
+    /// The kernel-side CLOSE_WAIT map held this socket when the event fired
+    /// (false for sockets that entered CLOSE_WAIT before the tracer attached,
+    /// or whose entry was evicted from the bounded map).
+    pub const TRACKED: u32 = 1;
+}
+
+/// One event sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// bpf_ktime_get_ns(): CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock` (identity while the socket lives).
+    pub skaddr: u64,
+    /// bpf_get_current_pid_tgid(): tgid << 32 | tid of the task on CPU.
+    pub pid_tgid: u64,
+    /// Monotonic time the socket entered CLOSE_WAIT as the kernel map saw it
+    /// (0 when not tracked).
+    pub entered_ns: u64,
+    pub kind: u32,
+    pub flags: u32,
+    pub oldstate: u8,
+    pub newstate: u8,
+    pub family: u16,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    pub _pad0: u16,
+    /// Local address; IPv4 uses the first four bytes.
+    pub saddr: [u8; 16],
+    /// Remote address; IPv4 uses the first four bytes.
+    pub daddr: [u8; 16],
+    /// Comm of the task on CPU.
+    pub comm: [u8; 16],
+}
+pub const EVENT_SIZE: usize = 104;
+const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
+
+/// Key of the per-(process, fd) origin map: which call created this fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+const _: () = assert!(size_of::<FdKey>() == 8);
+
+pub mod origin {
+    pub const CONNECT: u32 = 1;
+    pub const ACCEPT: u32 = 2;
+}
+
+/// How a file descriptor came to be: connect() or accept()/accept4().
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdOrigin {
+    /// Monotonic time of the call.
+    pub ts_ns: u64,
+    /// Monotonic time the process called close() on this fd, 0 while open.
+    pub closed_ns: u64,
+    pub tid: u32,
+    /// `origin::CONNECT` or `origin::ACCEPT`.
+    pub kind: u32,
+    /// Stack map id of the user stack, negative errno when none was taken.
+    pub user_stack: i32,
+    /// Stack map id of the kernel stack, negative when not asked for.
+    pub kernel_stack: i32,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<FdOrigin>() == 48);
+
+/// Per-CPU counters (`COUNTERS` map index).
+pub mod counter {
+    /// Ring buffer reservation failed: an event was lost.
+    pub const RINGBUF_LOST: u32 = 0;
+    /// Insert into the CLOSE_WAIT socket map failed.
+    pub const SOCK_INSERT_FAILED: u32 = 1;
+    /// New sockets inserted into the CLOSE_WAIT socket map.
+    pub const SOCK_INSERTED: u32 = 2;
+    /// Insert into the fd origin map failed.
+    pub const FD_INSERT_FAILED: u32 = 3;
+    /// bpf_get_stackid failed (stack map full or collision).
+    pub const STACK_FAILED: u32 = 4;
+    /// Tracepoint record could not be read.
+    pub const READ_FAILED: u32 = 5;
+    /// Sockets removed from the CLOSE_WAIT map on tcp_destroy_sock.
+    /// Evictions = inserted - removed - entries still in the map.
+    pub const SOCK_REMOVED: u32 = 6;
+    pub const COUNT: u32 = 7;
+}
+
+/// Tracepoint field offsets, read from tracefs `format` files by userspace and
+/// handed to the program as globals. Names match the `format` fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateOffsets {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<StateOffsets>() == 48);
+
+/// Offsets for the other tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OtherOffsets {
+    /// tcp:tcp_send_reset `skaddr`.
+    pub send_reset_skaddr: u32,
+    /// tcp:tcp_receive_reset `skaddr`.
+    pub receive_reset_skaddr: u32,
+    /// tcp:tcp_destroy_sock `skaddr`.
+    pub destroy_skaddr: u32,
+    /// syscalls:sys_enter_connect `fd`.
+    pub connect_fd: u32,
+    /// syscalls:sys_exit_accept4 `ret`.
+    pub accept4_ret: u32,
+    /// syscalls:sys_exit_accept `ret`.
+    pub accept_ret: u32,
+    /// syscalls:sys_enter_close `fd`.
+    pub close_fd: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<OtherOffsets>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::FdKey {}
+    unsafe impl aya::Pod for super::FdOrigin {}
+    unsafe impl aya::Pod for super::StateOffsets {}
+    unsafe impl aya::Pod for super::OtherOffsets {}
+}

@@ -1,0 +1,331 @@
+//! Kernel side of close-wait.
+//!
+//! Every program is a classic tracepoint (kprobes and fentry are not available
+//! on every kernel close-wait runs on). Tracepoint record offsets are never
+//! hard-coded: userspace reads them from tracefs `format` files and passes them
+//! in as globals. Every failure to record (ring buffer full, map insert failed,
+//! stack not taken) is counted in `COUNTERS`, which userspace reports.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{tracing::StackIdContext as _, TracePointContext},
+    Global,
+};
+use close_wait_common::{
+    counter, flags, kind, origin, tcp_state, Event, FdKey, FdOrigin, OtherOffsets, StateOffsets,
+    AF_INET, IPPROTO_TCP,
+};
+
+#[unsafe(no_mangle)]
+static STATE_OFF: Global<StateOffsets> = Global::new(StateOffsets {
+    skaddr: 0,
+    oldstate: 0,
+    newstate: 0,
+    sport: 0,
+    dport: 0,
+    family: 0,
+    protocol: 0,
+    saddr: 0,
+    daddr: 0,
+    saddr_v6: 0,
+    daddr_v6: 0,
+    _pad: 0,
+});
+#[unsafe(no_mangle)]
+static OTHER_OFF: Global<OtherOffsets> = Global::new(OtherOffsets {
+    send_reset_skaddr: 0,
+    receive_reset_skaddr: 0,
+    destroy_skaddr: 0,
+    connect_fd: 0,
+    accept4_ret: 0,
+    accept_ret: 0,
+    close_fd: 0,
+    _pad: 0,
+});
+/// 1 when `LPORTS` holds the only local ports to keep.
+#[unsafe(no_mangle)]
+static FILTER_LPORT: Global<u8> = Global::new(0);
+/// 1 when `DPORTS` holds the only remote ports to keep.
+#[unsafe(no_mangle)]
+static FILTER_DPORT: Global<u8> = Global::new(0);
+/// 1 to take kernel stacks at connect/accept too.
+#[unsafe(no_mangle)]
+static KERNEL_STACKS: Global<u8> = Global::new(0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+/// Sockets seen entering CLOSE_WAIT -> entry time; removed on tcp_destroy_sock.
+#[map]
+static SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+/// (tgid, fd) -> the connect()/accept() call that made it.
+#[map]
+static FDS: LruHashMap<FdKey, FdOrigin> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+#[map]
+static LPORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+#[map]
+static DPORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+
+const BPF_F_USER_STACK: u64 = 1 << 8;
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
+    unsafe { ctx.read_at::<T>(off as usize) }.map_err(|_| {
+        count(counter::READ_FAILED);
+        0
+    })
+}
+
+#[inline(always)]
+fn port_kept(map: &HashMap<u16, u8>, enabled: u8, port: u16) -> bool {
+    enabled == 0 || unsafe { map.get(&port) }.is_some()
+}
+
+#[inline(always)]
+fn comm() -> [u8; 16] {
+    bpf_get_current_comm().unwrap_or([0u8; 16])
+}
+
+#[inline(always)]
+fn emit(ev: &Event) {
+    if EVENTS.output::<Event>(ev, 0).is_err() {
+        count(counter::RINGBUF_LOST);
+    }
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let off = STATE_OFF.load();
+    let protocol: u16 = read(ctx, off.protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let oldstate: i32 = read(ctx, off.oldstate)?;
+    let newstate: i32 = read(ctx, off.newstate)?;
+    let cw = tcp_state::CLOSE_WAIT as i32;
+    if oldstate != cw && newstate != cw {
+        return Ok(());
+    }
+    let skaddr: u64 = read(ctx, off.skaddr)?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut ev_flags = 0u32;
+    let mut entered_ns = 0u64;
+    if newstate == cw {
+        let sport: u16 = read(ctx, off.sport)?;
+        let dport: u16 = read(ctx, off.dport)?;
+        if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
+            || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
+        {
+            return Ok(());
+        }
+        let fresh = unsafe { SOCKS.get(&skaddr) }.is_none();
+        if SOCKS.insert(&skaddr, &now, 0).is_err() {
+            count(counter::SOCK_INSERT_FAILED);
+        } else {
+            ev_flags |= flags::TRACKED;
+            entered_ns = now;
+            if fresh {
+                // Userspace derives evictions: inserted - removed - entries.
+                count(counter::SOCK_INSERTED);
+            }
+        }
+    } else if let Some(t) = unsafe { SOCKS.get(&skaddr) } {
+        ev_flags |= flags::TRACKED;
+        entered_ns = *t;
+    } else if FILTER_LPORT.load() != 0 || FILTER_DPORT.load() != 0 {
+        // Filtered out at entry (or entered before attach): only keep it
+        // when its ports pass.
+        let sport: u16 = read(ctx, off.sport)?;
+        let dport: u16 = read(ctx, off.dport)?;
+        if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
+            || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
+        {
+            return Ok(());
+        }
+    }
+    let family: u16 = read(ctx, off.family)?;
+    let mut ev = Event {
+        ts_ns: now,
+        skaddr,
+        pid_tgid: bpf_get_current_pid_tgid(),
+        entered_ns,
+        kind: kind::STATE,
+        flags: ev_flags,
+        oldstate: oldstate as u8,
+        newstate: newstate as u8,
+        family,
+        sport: read(ctx, off.sport)?,
+        dport: read(ctx, off.dport)?,
+        _pad0: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        comm: comm(),
+    };
+    if family == AF_INET {
+        let s: [u8; 4] = read(ctx, off.saddr)?;
+        let d: [u8; 4] = read(ctx, off.daddr)?;
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    } else {
+        ev.saddr = read(ctx, off.saddr_v6)?;
+        ev.daddr = read(ctx, off.daddr_v6)?;
+    }
+    emit(&ev);
+    Ok(())
+}
+
+/// Reset and destroy events matter only for sockets tracked in CLOSE_WAIT.
+fn sock_event(ctx: &TracePointContext, skaddr_off: u32, ev_kind: u32) -> Result<(), i64> {
+    let skaddr: u64 = read(ctx, skaddr_off)?;
+    let entered_ns = match unsafe { SOCKS.get(&skaddr) } {
+        Some(t) => *t,
+        None => return Ok(()),
+    };
+    if ev_kind == kind::DESTROY && SOCKS.remove(&skaddr).is_ok() {
+        count(counter::SOCK_REMOVED);
+    }
+    let ev = Event {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skaddr,
+        pid_tgid: bpf_get_current_pid_tgid(),
+        entered_ns,
+        kind: ev_kind,
+        flags: flags::TRACKED,
+        oldstate: 0,
+        newstate: 0,
+        family: 0,
+        sport: 0,
+        dport: 0,
+        _pad0: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        comm: comm(),
+    };
+    emit(&ev);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let _ = sock_event(&ctx, OTHER_OFF.load().send_reset_skaddr, kind::SEND_RESET);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    let _ = sock_event(&ctx, OTHER_OFF.load().receive_reset_skaddr, kind::RECV_RESET);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    let _ = sock_event(&ctx, OTHER_OFF.load().destroy_skaddr, kind::DESTROY);
+    0
+}
+
+fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let user_stack = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            count(counter::STACK_FAILED);
+            e
+        }
+    };
+    let kernel_stack = if KERNEL_STACKS.load() != 0 {
+        match ctx.get_stackid(&STACKS, 0) {
+            Ok(id) => id as i32,
+            Err(e) => {
+                count(counter::STACK_FAILED);
+                e
+            }
+        }
+    } else {
+        -1
+    };
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
+    };
+    let value = FdOrigin {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        closed_ns: 0,
+        tid: pid_tgid as u32,
+        kind: how,
+        user_stack,
+        kernel_stack,
+        comm: comm(),
+    };
+    if FDS.insert(&key, &value, 0).is_err() {
+        count(counter::FD_INSERT_FAILED);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    if let Ok(fd) = read::<i64>(&ctx, OTHER_OFF.load().connect_fd) {
+        record_origin(&ctx, fd, origin::CONNECT);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    if let Ok(ret) = read::<i64>(&ctx, OTHER_OFF.load().accept4_ret) {
+        record_origin(&ctx, ret, origin::ACCEPT);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    if let Ok(ret) = read::<i64>(&ctx, OTHER_OFF.load().accept_ret) {
+        record_origin(&ctx, ret, origin::ACCEPT);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    if let Ok(fd) = read::<u64>(&ctx, OTHER_OFF.load().close_fd) {
+        let key = FdKey {
+            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            fd: fd as u32,
+        };
+        if let Some(p) = FDS.get_ptr_mut(&key) {
+            unsafe { (*p).closed_ns = bpf_ktime_get_ns() };
+        }
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

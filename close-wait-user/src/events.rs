@@ -1,0 +1,188 @@
+//! Decoding of ring buffer records into [`Record`]s (length-checked, no
+//! transmutes), and the async drain of the ring buffer.
+
+use std::net::SocketAddr;
+
+use close_wait_common::{flags, kind, Event, EVENT_SIZE};
+
+use crate::addr;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event record is {0} bytes, expected {EVENT_SIZE}")]
+    Size(usize),
+    #[error("unknown event kind {0}")]
+    Kind(u32),
+}
+
+/// What happened, decoded from `Event::kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    State,
+    SendReset,
+    RecvReset,
+    Destroy,
+}
+
+impl TryFrom<u32> for Kind {
+    type Error = DecodeError;
+    fn try_from(v: u32) -> Result<Self, DecodeError> {
+        match v {
+            kind::STATE => Ok(Kind::State),
+            kind::SEND_RESET => Ok(Kind::SendReset),
+            kind::RECV_RESET => Ok(Kind::RecvReset),
+            kind::DESTROY => Ok(Kind::Destroy),
+            other => Err(DecodeError::Kind(other)),
+        }
+    }
+}
+
+/// One decoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: Kind,
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Entry time into CLOSE_WAIT as the kernel map held it.
+    pub entered_ns: Option<u64>,
+    pub tracked: bool,
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// Local and remote address (state events only).
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// Turns a NUL-padded comm into a string.
+pub fn comm_str(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Decodes one ring buffer record. The size must be exact.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() != EVENT_SIZE {
+        return Err(DecodeError::Size(bytes.len()));
+    }
+    // SAFETY: the length is checked above; Event is repr(C), made only of
+    // integers and byte arrays, so every bit pattern is valid, and
+    // read_unaligned copes with any alignment of the ring buffer slice.
+    let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
+    let kind = Kind::try_from(ev.kind)?;
+    let (local, remote) = if kind == Kind::State {
+        (
+            Some(addr::from_raw(ev.family, &ev.saddr, ev.sport)),
+            Some(addr::from_raw(ev.family, &ev.daddr, ev.dport)),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(Record {
+        kind,
+        ts_ns: ev.ts_ns,
+        skaddr: ev.skaddr,
+        pid: (ev.pid_tgid >> 32) as u32,
+        tid: ev.pid_tgid as u32,
+        comm: comm_str(&ev.comm),
+        entered_ns: (ev.entered_ns != 0).then_some(ev.entered_ns),
+        tracked: ev.flags & flags::TRACKED != 0,
+        oldstate: ev.oldstate,
+        newstate: ev.newstate,
+        local,
+        remote,
+    })
+}
+
+/// Serialises an event the way the kernel lays it out (tests and fixtures).
+pub fn encode(ev: &Event) -> Vec<u8> {
+    // SAFETY: Event is repr(C) plain data with explicit padding fields.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), EVENT_SIZE) };
+    bytes.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use close_wait_common::{tcp_state, AF_INET, AF_INET6};
+
+    fn sample() -> Event {
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        let mut comm = [0u8; 16];
+        comm[..6].copy_from_slice(b"python");
+        Event {
+            ts_ns: 123,
+            skaddr: 0xffff_8880_1234_5678,
+            pid_tgid: (42u64 << 32) | 43,
+            entered_ns: 100,
+            kind: kind::STATE,
+            flags: flags::TRACKED,
+            oldstate: tcp_state::CLOSE_WAIT,
+            newstate: tcp_state::LAST_ACK,
+            family: AF_INET,
+            sport: 8080,
+            dport: 40000,
+            _pad0: 0,
+            saddr,
+            daddr,
+            comm,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = decode(&encode(&sample())).unwrap();
+        assert_eq!(r.kind, Kind::State);
+        assert_eq!((r.pid, r.tid), (42, 43));
+        assert_eq!(r.comm, "python");
+        assert_eq!(r.local.unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(r.remote.unwrap().to_string(), "127.0.0.2:40000");
+        assert_eq!(r.entered_ns, Some(100));
+        assert!(r.tracked);
+        assert_eq!((r.oldstate, r.newstate), (8, 9));
+    }
+
+    #[test]
+    fn ipv6() {
+        let mut ev = sample();
+        ev.family = AF_INET6;
+        ev.saddr = std::net::Ipv6Addr::LOCALHOST.octets();
+        let r = decode(&encode(&ev)).unwrap();
+        assert_eq!(r.local.unwrap().to_string(), "[::1]:8080");
+    }
+
+    #[test]
+    fn empty_truncated_oversized() {
+        let good = encode(&sample());
+        assert_eq!(decode(&[]), Err(DecodeError::Size(0)));
+        assert_eq!(
+            decode(&good[..EVENT_SIZE - 1]),
+            Err(DecodeError::Size(EVENT_SIZE - 1))
+        );
+        let mut big = good.clone();
+        big.push(0);
+        assert_eq!(decode(&big), Err(DecodeError::Size(EVENT_SIZE + 1)));
+    }
+
+    #[test]
+    fn unknown_kind() {
+        let mut ev = sample();
+        ev.kind = 99;
+        assert_eq!(decode(&encode(&ev)), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn non_state_events_have_no_addresses() {
+        let mut ev = sample();
+        ev.kind = kind::DESTROY;
+        let r = decode(&encode(&ev)).unwrap();
+        assert_eq!(r.kind, Kind::Destroy);
+        assert!(r.local.is_none() && r.remote.is_none());
+    }
+}

@@ -1,0 +1,65 @@
+//! Exports: interval logs (`.hlog`), percentile distributions (`.hgrm`),
+//! Prometheus `/metrics`, and the offline reader behind `close-wait report`.
+//!
+//! Every file written goes through [`atomic`]: whole files are replaced
+//! atomically, streamed files are opened without following symlinks.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub mod atomic;
+pub mod hgrm;
+pub mod hlog;
+pub mod offline;
+pub mod prometheus;
+
+/// Errors while writing exports or serving metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("output {path}: directory {dir} does not exist")]
+    MissingDir { path: PathBuf, dir: PathBuf },
+    #[error("output {path}: {dir} is not a directory")]
+    ParentNotDir { path: PathBuf, dir: PathBuf },
+    #[error("output {path}: cannot create files in {dir}: {source}")]
+    DirNotWritable {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("output {path} is a directory; give a file name")]
+    IsDirectory { path: PathBuf },
+    #[error("refusing to write {path}: it is a symbolic link (remove it or pick another path)")]
+    Symlink { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: cannot encode histogram '{tag}': {source}")]
+    Encode {
+        path: PathBuf,
+        tag: String,
+        #[source]
+        source: hdrhistogram::serialization::V2DeflateSerializeError,
+    },
+    #[error("{path}: '{tag}' cannot be used as an interval log tag (no ',', spaces or line breaks)")]
+    BadTag { path: PathBuf, tag: String },
+    #[error("invalid listen address '{input}': {reason} (use PORT, :PORT, IP:PORT or [IPv6]:PORT)")]
+    ListenAddr { input: String, reason: &'static str },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("metrics server on {addr} stopped: {source}")]
+    Accept {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,19 @@
+//! close-wait: find TCP sockets stuck in CLOSE_WAIT, who holds them and why.
+//!
+//! Events flow one way: kernel -> `events` -> `tracker` -> (`histograms`,
+//! `report`) -> `export`. Owners (`sockets`), stacks (`stacks`), threads
+//! (`threads`) and the `diagnosis` are looked up at report time for sockets
+//! that are still stuck. Only `loader` and `events` touch aya.
+
+pub mod addr;
+pub mod cli;
+pub mod duration;
+pub mod events;
+pub mod export;
+pub mod histograms;
+pub mod loader;
+pub mod sockets;
+pub mod stacks;
+pub mod threads;
+pub mod tpformat;
+pub mod tracker;

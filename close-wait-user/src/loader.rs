@@ -1,0 +1,271 @@
+//! Pre-flight checks, loading and attaching the eBPF programs, and reading
+//! the kernel-side maps. The only module besides `record` that touches aya.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use close_wait_common::{counter, FdKey, FdOrigin, OtherOffsets, StateOffsets};
+
+use crate::tpformat;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("close-wait needs root or CAP_BPF + CAP_PERFMON to attach its tracer (missing: {0})")]
+    Privileges(String),
+    #[error(transparent)]
+    Format(#[from] tpformat::FormatError),
+}
+
+/// Effective capabilities from /proc/self/status `CapEff:`.
+fn effective_caps(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// The capabilities missing to load tracing programs, empty when all is well.
+pub fn missing_caps(status: &str) -> Vec<&'static str> {
+    let caps = effective_caps(status);
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) && has(CAP_PERFMON) || has(CAP_BPF) && has(CAP_PERFMON) {
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+/// Everything checked before anything is attached.
+pub struct Preflight {
+    pub tracefs: PathBuf,
+    pub state: StateOffsets,
+    pub other: OtherOffsets,
+}
+
+/// Privileges, tracefs and every tracepoint's format.
+pub fn preflight() -> Result<Preflight, PreflightError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let missing = missing_caps(&status);
+    if !missing.is_empty() {
+        let who = if unsafe { libc::geteuid() } == 0 {
+            "running as root but "
+        } else {
+            "not root, "
+        };
+        return Err(PreflightError::Privileges(format!(
+            "{who}{}",
+            missing.join(" + ")
+        )));
+    }
+    let tracefs = tpformat::find_tracefs()?;
+    let (state, other) = tpformat::read_all(&tracefs)?;
+    Ok(Preflight {
+        tracefs,
+        state,
+        other,
+    })
+}
+
+/// Load-time knobs.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub max_sockets: u32,
+    pub lports: Vec<u16>,
+    pub dports: Vec<u16>,
+    pub kernel_stacks: bool,
+}
+
+/// The tracepoints attached, as "category:name".
+pub const HOOKS: [(&str, &str, &str); 8] = [
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_send_reset", "tcp", "tcp_send_reset"),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
+    ("tcp_destroy_sock", "tcp", "tcp_destroy_sock"),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+];
+
+pub fn hook_names() -> Vec<String> {
+    HOOKS.iter().map(|(_, c, n)| format!("{c}:{n}")).collect()
+}
+
+/// The loaded and attached programs and their maps.
+pub struct Tracer {
+    _ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    fds: HashMap<MapData, FdKey, FdOrigin>,
+    stacks: StackTraceMap<MapData>,
+    socks: HashMap<MapData, u64, u64>,
+}
+
+/// Counters kept by the eBPF programs, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_lost: u64,
+    pub sock_insert_failed: u64,
+    /// CLOSE_WAIT map entries pushed out by newer ones (LRU at capacity).
+    pub sock_evicted: u64,
+    pub fd_insert_failed: u64,
+    pub stack_failed: u64,
+    pub read_failed: u64,
+    /// Entries in the CLOSE_WAIT map now.
+    pub tracked_sockets: u64,
+}
+
+fn map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map>,
+    <T as TryFrom<aya::maps::Map>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    let m = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))?;
+    T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Loads the object with `pre`'s offsets and `opts`, attaches every hook, and
+/// returns the tracer and its ring buffer.
+pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use
+    // the memory cgroup. Raising it may be refused: never fatal.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+    let max = opts.max_sockets.max(1);
+    let filter_l: u8 = (!opts.lports.is_empty()).into();
+    let filter_d: u8 = (!opts.dports.is_empty()).into();
+    let kstacks: u8 = opts.kernel_stacks.into();
+    let mut ebpf = EbpfLoader::new()
+        .override_global("STATE_OFF", &pre.state, true)
+        .override_global("OTHER_OFF", &pre.other, true)
+        .override_global("FILTER_LPORT", &filter_l, true)
+        .override_global("FILTER_DPORT", &filter_d, true)
+        .override_global("KERNEL_STACKS", &kstacks, true)
+        .map_max_entries("SOCKS", max)
+        .map_max_entries("FDS", max)
+        .load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/close-wait"
+        )))
+        .context("loading the eBPF programs into the kernel")?;
+    for (set, name) in [(&opts.lports, "LPORTS"), (&opts.dports, "DPORTS")] {
+        if set.is_empty() {
+            continue;
+        }
+        let mut m: HashMap<_, u16, u8> = HashMap::try_from(
+            ebpf.map_mut(name)
+                .with_context(|| format!("map {name} missing"))?,
+        )?;
+        for p in set {
+            m.insert(p, 1, 0)
+                .with_context(|| format!("adding port {p} to the {name} filter"))?;
+        }
+    }
+    for (prog, category, tp) in HOOKS {
+        let program: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .with_context(|| format!("program {prog} missing from the eBPF object"))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("the kernel refused program {prog}"))?;
+        program
+            .attach(category, tp)
+            .with_context(|| format!("attaching to tracepoint {category}:{tp}"))?;
+    }
+    let ring: RingBuf<MapData> = map(&mut ebpf, "EVENTS")?;
+    let tracer = Tracer {
+        counters: map(&mut ebpf, "COUNTERS")?,
+        fds: map(&mut ebpf, "FDS")?,
+        stacks: map(&mut ebpf, "STACKS")?,
+        socks: map(&mut ebpf, "SOCKS")?,
+        _ebpf: ebpf,
+    };
+    Ok((tracer, ring))
+}
+
+impl Tracer {
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |idx: u32| -> u64 {
+            self.counters
+                .get(&idx, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        // Count the entries after reading the counters: an insert racing
+        // with this read then shows as an entry, never as an eviction.
+        let inserted = sum(counter::SOCK_INSERTED);
+        let removed = sum(counter::SOCK_REMOVED);
+        let tracked = self.socks.keys().filter(Result::is_ok).count() as u64;
+        KernelCounters {
+            ringbuf_lost: sum(counter::RINGBUF_LOST),
+            sock_insert_failed: sum(counter::SOCK_INSERT_FAILED),
+            sock_evicted: inserted.saturating_sub(removed).saturating_sub(tracked),
+            fd_insert_failed: sum(counter::FD_INSERT_FAILED),
+            stack_failed: sum(counter::STACK_FAILED),
+            read_failed: sum(counter::READ_FAILED),
+            tracked_sockets: tracked,
+        }
+    }
+
+    /// How (pid, fd) was created, if the tracer saw it.
+    pub fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin> {
+        self.fds.get(&FdKey { tgid: pid, fd }, 0).ok()
+    }
+
+    /// Instruction pointers of a stack map entry, innermost first.
+    pub fn stack(&self, id: i32) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        match self.stacks.get(&(id as u32), 0) {
+            Ok(st) => st
+                .frames()
+                .iter()
+                .map(|f| f.ip)
+                .filter(|&ip| ip != 0)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_parsing() {
+        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert!(missing_caps(root).is_empty());
+        let none = "CapEff:\t0000000000000000\n";
+        assert_eq!(missing_caps(none), vec!["CAP_BPF", "CAP_PERFMON"]);
+        let bpf_only = format!("CapEff:\t{:016x}\n", 1u64 << CAP_BPF);
+        assert_eq!(missing_caps(&bpf_only), vec!["CAP_PERFMON"]);
+        let both = format!("CapEff:\t{:016x}\n", (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON));
+        assert!(missing_caps(&both).is_empty());
+        assert_eq!(missing_caps(""), vec!["CAP_BPF", "CAP_PERFMON"]);
+    }
+}

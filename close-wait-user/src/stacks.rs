@@ -1,0 +1,534 @@
+//! Symbolization of the stacks captured when a socket was created.
+//!
+//! The eBPF side records a user stack (and, on request, a kernel stack) at
+//! `connect()`/`accept()`; for a socket that is still stuck we get the owning
+//! pid and the instruction addresses, innermost first. This module turns them
+//! into [`Frame`]s with blazesym: ELF symbols and DWARF line info for user
+//! code, perf maps (`/tmp/perf-PID.map`) for JIT runtimes, kallsyms for the
+//! kernel. Symbolization is best effort and never fails: an address that
+//! cannot be resolved (process gone, stripped binary, anonymous memory)
+//! becomes an unsymbolized frame.
+
+use std::fmt;
+use std::path::Path;
+
+use blazesym::symbolize::source::{Kernel, Process, Source};
+use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
+use blazesym::Pid;
+use serde::Serialize;
+
+/// One symbolized (or not) stack frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Frame {
+    /// The address as captured.
+    pub addr: u64,
+    /// The function containing the address (demangled).
+    pub function: Option<String>,
+    /// Byte offset of `addr` from the start of `function`.
+    pub offset: Option<u64>,
+    /// Source file, when debug info is available.
+    pub file: Option<String>,
+    /// Source line, when debug info is available.
+    pub line: Option<u32>,
+    /// The binary or shared object (full path), or `kernel`.
+    pub module: Option<String>,
+}
+
+impl Frame {
+    /// A frame for an address that could not be symbolized.
+    fn unknown(addr: u64, module: Option<String>) -> Self {
+        Self {
+            addr,
+            function: None,
+            offset: None,
+            file: None,
+            line: None,
+            module,
+        }
+    }
+}
+
+impl fmt::Display for Frame {
+    /// `function+0xoff (file:line)` with line info, `function+0xoff [module]`
+    /// without it, `0xaddr [module]` or `0xaddr [unknown]` when unsymbolized.
+    /// Modules are shown by file name (`libc.so.6`), not full path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let module = self.module.as_deref().map(|m| {
+            Path::new(m)
+                .file_name()
+                .map_or(m.into(), |name| name.to_string_lossy())
+        });
+        let Some(function) = &self.function else {
+            return write!(f, "{:#x} [{}]", self.addr, module.as_deref().unwrap_or("unknown"));
+        };
+        f.write_str(function)?;
+        if let Some(offset) = self.offset {
+            write!(f, "+{offset:#x}")?;
+        }
+        match (&self.file, self.line, module) {
+            (Some(file), Some(line), _) => write!(f, " ({file}:{line})"),
+            (Some(file), None, _) => write!(f, " ({file})"),
+            (None, _, Some(module)) => write!(f, " [{module}]"),
+            (None, _, None) => Ok(()),
+        }
+    }
+}
+
+/// A caching symbolizer; create one and reuse it for every stack.
+///
+/// Not `Send` (blazesym keeps its caches in `Rc`s): keep it on one thread.
+pub struct Symbolizer {
+    inner: blazesym::symbolize::Symbolizer,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Symbolizer").finish_non_exhaustive()
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer with file/line info and demangling. Inlined functions are
+    /// not expanded: a frame names the function the code was compiled into,
+    /// its line is the one of the instruction.
+    pub fn new() -> Self {
+        let inner = blazesym::symbolize::Symbolizer::builder()
+            .enable_auto_reload(true)
+            .enable_code_info(true)
+            .enable_inlined_fns(false)
+            .enable_demangling(true)
+            .build();
+        Self { inner }
+    }
+
+    /// Symbolize user-space `addrs` (innermost first) of process `pid`.
+    ///
+    /// Uses the binaries mapped by the process (ELF symbols, DWARF when
+    /// present, split debug info in /usr/lib/debug) and its perf map for JIT
+    /// code. The process must still be alive; if it is not, or `pid` is 0,
+    /// the frames come back unsymbolized.
+    pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        // blazesym reads pid 0 as "this process": never symbolize against us.
+        if addrs.is_empty() || pid == 0 {
+            return addrs.iter().map(|&a| Frame::unknown(a, None)).collect();
+        }
+        let lookup = lookup_addrs(addrs);
+        let source = |map_files: bool| {
+            let mut process = Process::new(Pid::from(pid));
+            process.debug_syms = true;
+            process.perf_map = true;
+            process.vdso = true;
+            // /proc/PID/map_files survives deleted or namespaced binaries but
+            // needs CAP_SYS_ADMIN; the symbolic paths in maps are the fallback.
+            process.map_files = map_files;
+            Source::Process(process)
+        };
+        let mut syms = self.symbolize(&source(true), &lookup);
+        if syms.iter().any(|s| matches!(s, Symbolized::Unknown(Reason::IgnoredError))) {
+            let retry = self.symbolize(&source(false), &lookup);
+            for (sym, again) in syms.iter_mut().zip(retry) {
+                if matches!(sym, Symbolized::Unknown(Reason::IgnoredError)) {
+                    *sym = again;
+                }
+            }
+        }
+        // Name the mapping of the addresses blazesym could not resolve.
+        let maps = if syms.iter().any(|s| s.as_sym().is_none()) {
+            std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()
+        } else {
+            None
+        };
+        addrs
+            .iter()
+            .zip(syms)
+            .map(|(&addr, sym)| match sym {
+                Symbolized::Sym(sym) => frame_from_sym(addr, sym, None),
+                Symbolized::Unknown(_) => {
+                    let module = maps.as_deref().and_then(|m| mapping_name(m, addr));
+                    Frame::unknown(addr, module)
+                }
+            })
+            .collect()
+    }
+
+    /// Symbolize kernel `addrs` (innermost first) with kallsyms (or a
+    /// vmlinux with debug info, when one is installed). Reading kernel
+    /// addresses from kallsyms needs root; without it frames stay
+    /// unsymbolized.
+    pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Frame> {
+        if addrs.is_empty() {
+            return Vec::new();
+        }
+        let lookup = lookup_addrs(addrs);
+        let syms = self.symbolize(&Source::Kernel(Kernel::default()), &lookup);
+        addrs
+            .iter()
+            .zip(syms)
+            .map(|(&addr, sym)| match sym {
+                Symbolized::Sym(sym) => frame_from_sym(addr, sym, Some("kernel")),
+                Symbolized::Unknown(_) => Frame::unknown(addr, Some("kernel".to_owned())),
+            })
+            .collect()
+    }
+
+    /// One blazesym call; an error for the whole batch makes every address
+    /// unknown. Always returns `lookup.len()` results.
+    fn symbolize(&self, source: &Source<'_>, lookup: &[u64]) -> Vec<Symbolized<'static>> {
+        match self.inner.symbolize(source, Input::AbsAddr(lookup)) {
+            Ok(syms) if syms.len() == lookup.len() => syms
+                .into_iter()
+                .map(|s| match s {
+                    Symbolized::Sym(sym) => Symbolized::Sym(sym.into_owned()),
+                    Symbolized::Unknown(reason) => Symbolized::Unknown(reason),
+                })
+                .collect(),
+            Ok(syms) => {
+                log::debug!(
+                    "symbolizing {source:?}: {} results for {} addresses",
+                    syms.len(),
+                    lookup.len()
+                );
+                vec![Symbolized::Unknown(Reason::IgnoredError); lookup.len()]
+            }
+            Err(err) => {
+                log::debug!("symbolizing {source:?}: {err}");
+                vec![Symbolized::Unknown(Reason::IgnoredError); lookup.len()]
+            }
+        }
+    }
+}
+
+/// Stack addresses are return addresses: the instruction after a call. Look
+/// each up one byte earlier so that it lands in the call itself, which gives
+/// the caller's line and stays inside functions that end with a call.
+fn lookup_addrs(addrs: &[u64]) -> Vec<u64> {
+    addrs.iter().map(|a| a.saturating_sub(1)).collect()
+}
+
+/// Build a frame from a blazesym symbol found for `addr - 1`.
+fn frame_from_sym(addr: u64, sym: Sym<'_>, module: Option<&str>) -> Frame {
+    let code = sym.code_info.as_deref();
+    let offset = u64::try_from(sym.offset).ok().map(|off| off + 1);
+    Frame {
+        addr,
+        function: Some(sym.name.into_owned()),
+        offset,
+        file: code.map(|c| c.to_path().display().to_string()),
+        line: code.and_then(|c| c.line),
+        module: module
+            .map(str::to_owned)
+            .or_else(|| sym.module.map(|m| m.to_string_lossy().into_owned())),
+    }
+}
+
+/// The path or name (`[heap]`, `[vdso]`) of the mapping holding `addr` in a
+/// `/proc/PID/maps` text; `None` for anonymous or unmapped memory.
+fn mapping_name(maps: &str, addr: u64) -> Option<String> {
+    maps.lines().find_map(|line| {
+        let (range, rest) = line.split_once(' ')?;
+        let (start, end) = range.split_once('-')?;
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let end = u64::from_str_radix(end, 16).ok()?;
+        if !(start..end).contains(&addr) {
+            return None;
+        }
+        // perms, offset, dev, inode, then the (space-padded) name.
+        let mut rest = rest;
+        for _ in 0..4 {
+            rest = rest.trim_start();
+            rest = rest.split_once(' ').map_or("", |(_, tail)| tail);
+        }
+        let name = rest.trim();
+        (!name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+/// A plain-words warning when a user stack is too short to be useful.
+pub fn stack_note(frames: &[Frame]) -> Option<String> {
+    match frames {
+        [] => Some(
+            "no stack was captured: the socket may predate tracing, or the stack map was full"
+                .to_owned(),
+        ),
+        [_] => Some(
+            "only 1 frame: the program was likely built without frame pointers; \
+             rebuild with -fno-omit-frame-pointer for full stacks"
+                .to_owned(),
+        ),
+        _ if frames.iter().all(|f| f.function.is_none()) => Some(format!(
+            "none of the {} frames could be symbolized: the process may have exited, \
+             or its binaries are stripped (JIT runtimes need a /tmp/perf-PID.map)",
+            frames.len()
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+
+    #[inline(never)]
+    fn stacks_test_marker(x: u64) -> u64 {
+        std::hint::black_box(x).wrapping_mul(31).rotate_left(7)
+    }
+
+    fn frame(function: Option<&str>, file: Option<&str>, line: Option<u32>) -> Frame {
+        Frame {
+            addr: 0x7f00_1234_5678,
+            function: function.map(str::to_owned),
+            offset: function.map(|_| 0x2a),
+            file: file.map(str::to_owned),
+            line,
+            module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".to_owned()),
+        }
+    }
+
+    #[test]
+    fn symbolizes_a_function_of_this_process() {
+        assert_eq!(stacks_test_marker(1), 1u64.wrapping_mul(31).rotate_left(7));
+        let addr = stacks_test_marker as fn(u64) -> u64 as usize as u64;
+        let mut symbolizer = Symbolizer::new();
+        let frames = symbolizer.user(std::process::id(), &[addr + 4]);
+        assert_eq!(frames.len(), 1);
+        let f = &frames[0];
+        assert_eq!(f.addr, addr + 4);
+        let function = f.function.as_deref().expect("marker fn symbolized");
+        assert!(function.contains("stacks_test_marker"), "got {function}");
+        assert_eq!(f.offset, Some(4));
+        // cargo test builds with debug info: the line table points here.
+        let file = f.file.as_deref().expect("debug build has line info");
+        assert!(file.ends_with("stacks.rs"), "got {file}");
+        assert!(f.line.is_some());
+        let exe = std::env::current_exe().unwrap();
+        let exe_name = exe.file_name().unwrap().to_string_lossy();
+        assert!(f.module.as_deref().unwrap().ends_with(&*exe_name), "{f:?}");
+        // The cache is reused: a second call gives the same answer.
+        assert_eq!(symbolizer.user(std::process::id(), &[addr + 4]), frames);
+    }
+
+    #[test]
+    fn unknown_addresses_stay_unsymbolized() {
+        let mut symbolizer = Symbolizer::new();
+        // The first page is never mapped.
+        let frames = symbolizer.user(std::process::id(), &[0x10]);
+        assert_eq!(frames, vec![Frame::unknown(0x10, None)]);
+        assert_eq!(frames[0].to_string(), "0x10 [unknown]");
+        // pid 0 must not be read as "this process".
+        let addr = stacks_test_marker as fn(u64) -> u64 as usize as u64;
+        assert_eq!(symbolizer.user(0, &[addr + 4])[0].function, None);
+        assert!(symbolizer.user(std::process::id(), &[]).is_empty());
+    }
+
+    #[test]
+    fn exited_process_gives_unsymbolized_frames() {
+        let mut child = Command::new("true").spawn().expect("run true");
+        let pid = child.id();
+        child.wait().unwrap();
+        let frames = Symbolizer::new().user(pid, &[0x5555_5555_1000, 0x7f00_0000_2000]);
+        assert_eq!(frames.len(), 2);
+        assert!(frames.iter().all(|f| f.function.is_none() && f.module.is_none()));
+    }
+
+    #[test]
+    fn anonymous_memory_uses_the_perf_map() {
+        const LEN: usize = 4096;
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LEN,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let base = base as u64;
+        let path = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+        struct Cleanup(PathBuf, u64);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+                // SAFETY: unmaps the mapping made above, nothing points into it.
+                unsafe { libc::munmap(self.1 as *mut libc::c_void, LEN) };
+            }
+        }
+        let _cleanup = Cleanup(path.clone(), base);
+        std::fs::write(&path, format!("{base:x} 100 LJIT:handle_request\n")).unwrap();
+
+        let frames = Symbolizer::new().user(std::process::id(), &[base + 0x10, base + 0x200]);
+        assert_eq!(frames[0].function.as_deref(), Some("LJIT:handle_request"));
+        assert_eq!(frames[0].offset, Some(0x10));
+        // Past the perf-map entry: anonymous memory, no module name.
+        assert_eq!(frames[1], Frame::unknown(base + 0x200, None));
+    }
+
+    #[test]
+    fn kernel_frames_never_panic() {
+        let mut symbolizer = Symbolizer::new();
+        assert!(symbolizer.kernel(&[]).is_empty());
+        let frames = symbolizer.kernel(&[0xffff_ffff_ffff_fff0, 0x10]);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].function, None);
+        assert_eq!(frames[1].to_string(), "0x10 [kernel]");
+    }
+
+    #[test]
+    fn kernel_symbols_from_kallsyms() {
+        // Find a text symbol with a real address (needs root for non-zero ones).
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let found = kallsyms.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+            let kind = it.next()?;
+            let name = it.next()?;
+            (addr != 0 && kind == "T" && name == "tcp_close").then_some(addr)
+        });
+        let Some(addr) = found else {
+            eprintln!("skipping test - /proc/kallsyms shows no address for tcp_close (not root?)");
+            return;
+        };
+        let frames = Symbolizer::new().kernel(&[addr + 8]);
+        assert_eq!(frames[0].function.as_deref(), Some("tcp_close"), "{frames:?}");
+        assert_eq!(frames[0].offset, Some(8));
+        assert_eq!(frames[0].module.as_deref(), Some("kernel"));
+    }
+
+    #[test]
+    fn display_formats() {
+        let with_line = frame(Some("serve"), Some("/src/leaky.c"), Some(42));
+        assert_eq!(with_line.to_string(), "serve+0x2a (/src/leaky.c:42)");
+        let no_line = frame(Some("__libc_connect"), None, None);
+        assert_eq!(no_line.to_string(), "__libc_connect+0x2a [libc.so.6]");
+        let unsymbolized = frame(None, None, None);
+        assert_eq!(unsymbolized.to_string(), "0x7f0012345678 [libc.so.6]");
+        let unknown = Frame::unknown(0xdead, None);
+        assert_eq!(unknown.to_string(), "0xdead [unknown]");
+        let bare = Frame {
+            module: None,
+            ..frame(Some("f"), None, None)
+        };
+        assert_eq!(bare.to_string(), "f+0x2a");
+    }
+
+    #[test]
+    fn serializes_all_fields() {
+        let json = serde_json::to_value(frame(Some("f"), Some("a.c"), Some(3))).unwrap();
+        assert_eq!(json["addr"], 0x7f00_1234_5678u64);
+        assert_eq!(json["function"], "f");
+        assert_eq!(json["offset"], 0x2a);
+        assert_eq!(json["file"], "a.c");
+        assert_eq!(json["line"], 3);
+        assert_eq!(json["module"], "/usr/lib/x86_64-linux-gnu/libc.so.6");
+    }
+
+    #[test]
+    fn mapping_names_from_proc_maps() {
+        let maps = "\
+55d0c0a00000-55d0c0a21000 r-xp 00001000 fd:01 1234                       /usr/bin/my server\n\
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n\
+7ffd10000000-7ffd10021000 rw-p 00000000 00:00 0                          [stack]\n\
+7f1000000000-7f1000002000 r-xp 00000000 fd:01 99                         /opt/app/libx.so (deleted)\n";
+        assert_eq!(mapping_name(maps, 0x55d0_c0a0_0010).as_deref(), Some("/usr/bin/my server"));
+        assert_eq!(mapping_name(maps, 0x7f00_0000_0800), None);
+        assert_eq!(mapping_name(maps, 0x7ffd_1000_0000).as_deref(), Some("[stack]"));
+        assert_eq!(
+            mapping_name(maps, 0x7f10_0000_1fff).as_deref(),
+            Some("/opt/app/libx.so (deleted)")
+        );
+        assert_eq!(mapping_name(maps, 0x7f10_0000_2000), None);
+        assert_eq!(mapping_name("garbage\n\nzz-yy r-xp", 0x10), None);
+    }
+
+    #[test]
+    fn stack_notes() {
+        let note = stack_note(&[]).unwrap();
+        assert!(note.contains("no stack"), "{note}");
+        let one = stack_note(&[frame(Some("connect"), None, None)]).unwrap();
+        assert!(one.starts_with("only 1 frame"), "{one}");
+        assert!(one.contains("-fno-omit-frame-pointer"), "{one}");
+        let lost = stack_note(&[Frame::unknown(1, None), Frame::unknown(2, None)]).unwrap();
+        assert!(lost.contains("none of the 2 frames"), "{lost}");
+        let good = [frame(Some("a"), None, None), Frame::unknown(2, None)];
+        assert_eq!(stack_note(&good), None);
+    }
+
+    /// Kills and reaps the helper when the test ends, pass or fail.
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn symbolizes_the_leaky_helper() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/helpers/leaky.c");
+        let dir = std::env::temp_dir().join(format!("close-wait-stacks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("leaky");
+        let status = Command::new("gcc")
+            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .status()
+            .expect("run gcc");
+        assert!(status.success(), "gcc failed on {}", src.display());
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let child = Command::new(&exe)
+            .args(["127.0.0.1", &port, "--hold", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run leaky");
+        let mut child = KillOnDrop(child);
+        let pid = child.0.id();
+
+        // stderr: "leaky: pid=<pid> open_leaky_connection=0x..."
+        let mut line = String::new();
+        BufReader::new(child.0.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit_once("open_leaky_connection=0x")
+            .and_then(|(_, hex)| u64::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("no address in leaky's stderr: {line:?}"));
+        assert!(line.contains(&format!("pid={pid} ")), "{line:?}");
+        // stdout: the connection is made and leaky now sleeps.
+        let mut connected = String::new();
+        BufReader::new(child.0.stdout.take().unwrap())
+            .read_line(&mut connected)
+            .unwrap();
+        assert!(connected.starts_with("connected fd="), "{connected:?}");
+        assert!(connected.trim_end().ends_with(&format!("pid={pid}")), "{connected:?}");
+
+        let frames = Symbolizer::new().user(pid, &[addr + 4]);
+        let f = &frames[0];
+        assert_eq!(f.function.as_deref(), Some("open_leaky_connection"), "{f:?}");
+        assert_eq!(f.offset, Some(4));
+        assert!(f.file.as_deref().is_some_and(|p| p.ends_with("leaky.c")), "{f:?}");
+        assert!(f.line.is_some_and(|l| l > 0), "{f:?}");
+        assert_eq!(f.module.as_deref().map(Path::new), Some(exe.as_path()), "{f:?}");
+        assert!(f.to_string().starts_with("open_leaky_connection+0x4 ("), "{f}");
+
+        drop(child);
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,356 @@
+//! Follows each socket through CLOSE_WAIT from the decoded events and turns
+//! its stay into an [`Episode`] with an [`Ending`]. Pure: no I/O, no aya.
+//!
+//! Endings, from the transitions measured on this kernel:
+//! - `graceful`: CLOSE_WAIT -> LAST_ACK, the application called close() or
+//!   shutdown(SHUT_WR) (process context: the task on CPU is the closer);
+//! - `abort`: CLOSE_WAIT -> CLOSE without a reset received first: close()
+//!   with unread data or SO_LINGER 0, followed by tcp_send_reset;
+//! - `peer_reset`: tcp_receive_reset then CLOSE_WAIT -> CLOSE (softirq: the
+//!   task on CPU is not the owner, so no closer is recorded);
+//! - `open`: still in CLOSE_WAIT.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use close_wait_common::tcp_state::{CLOSE, CLOSE_WAIT, LAST_ACK};
+use serde::Serialize;
+
+use crate::events::{Kind, Record};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    Graceful,
+    Abort,
+    PeerReset,
+    Open,
+}
+
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Graceful => "graceful",
+            Ending::Abort => "abort",
+            Ending::PeerReset => "peer_reset",
+            Ending::Open => "open",
+        }
+    }
+}
+
+/// The task that ended the episode (process context only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+/// One stay of one socket in CLOSE_WAIT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Episode {
+    pub skaddr: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Monotonic entry time; None when the socket entered before the tracer
+    /// attached (or the entry was lost), so no duration is known.
+    pub entered_ns: Option<u64>,
+    pub ended_ns: Option<u64>,
+    pub ending: Ending,
+    pub closer: Option<Task>,
+}
+
+impl Episode {
+    /// Time spent in CLOSE_WAIT, when both ends are known.
+    pub fn duration_ns(&self) -> Option<u64> {
+        Some(self.ended_ns?.saturating_sub(self.entered_ns?))
+    }
+}
+
+/// A socket the tracker believes is in CLOSE_WAIT now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSocket {
+    pub skaddr: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub entered_ns: u64,
+    reset_received: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub close_wait_entered: u64,
+    pub closed_graceful: u64,
+    pub closed_abort: u64,
+    pub peer_reset: u64,
+    /// Exits from CLOSE_WAIT of sockets whose entry was not seen (they entered
+    /// before the tracer attached, or the entry event was lost).
+    pub exits_without_entry: u64,
+    /// Sockets destroyed while the tracker still had them in CLOSE_WAIT (an
+    /// exit event was lost).
+    pub destroyed_while_open: u64,
+    /// Open sockets dropped because the tracker reached its bound.
+    pub tracker_dropped: u64,
+}
+
+/// Per-socket CLOSE_WAIT state machine.
+#[derive(Debug)]
+pub struct Tracker {
+    open: HashMap<u64, OpenSocket>,
+    max_open: usize,
+    pub counters: Counters,
+}
+
+impl Tracker {
+    /// `max_open` bounds the memory userspace spends on open sockets.
+    pub fn new(max_open: usize) -> Self {
+        Tracker {
+            open: HashMap::new(),
+            max_open: max_open.max(1),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Feeds one event; returns the episode it ended, if any.
+    pub fn on_record(&mut self, r: &Record) -> Option<Episode> {
+        match r.kind {
+            Kind::State if r.newstate == CLOSE_WAIT => {
+                self.enter(r);
+                None
+            }
+            Kind::State if r.oldstate == CLOSE_WAIT => Some(self.exit(r)),
+            Kind::State => None,
+            Kind::RecvReset => {
+                if let Some(s) = self.open.get_mut(&r.skaddr) {
+                    s.reset_received = true;
+                }
+                None
+            }
+            Kind::SendReset => None,
+            Kind::Destroy => {
+                if self.open.remove(&r.skaddr).is_some() {
+                    self.counters.destroyed_while_open += 1;
+                }
+                None
+            }
+        }
+    }
+
+    fn enter(&mut self, r: &Record) {
+        let (Some(local), Some(remote)) = (r.local, r.remote) else {
+            return;
+        };
+        self.counters.close_wait_entered += 1;
+        if self.open.len() >= self.max_open && !self.open.contains_key(&r.skaddr) {
+            // Drop the oldest: the report still finds it through the socket
+            // table, only its exact entry time is lost.
+            if let Some(oldest) = self
+                .open
+                .values()
+                .min_by_key(|s| s.entered_ns)
+                .map(|s| s.skaddr)
+            {
+                self.open.remove(&oldest);
+                self.counters.tracker_dropped += 1;
+            }
+        }
+        self.open.insert(
+            r.skaddr,
+            OpenSocket {
+                skaddr: r.skaddr,
+                local,
+                remote,
+                entered_ns: r.ts_ns,
+                reset_received: false,
+            },
+        );
+    }
+
+    fn exit(&mut self, r: &Record) -> Episode {
+        let prev = self.open.remove(&r.skaddr);
+        let reset_received = prev.as_ref().is_some_and(|s| s.reset_received);
+        let entered_ns = match &prev {
+            Some(s) => Some(s.entered_ns),
+            None => {
+                self.counters.exits_without_entry += 1;
+                r.entered_ns
+            }
+        };
+        let ending = if r.newstate == LAST_ACK {
+            Ending::Graceful
+        } else if r.newstate == CLOSE && reset_received {
+            Ending::PeerReset
+        } else {
+            Ending::Abort
+        };
+        match ending {
+            Ending::Graceful => self.counters.closed_graceful += 1,
+            Ending::Abort => self.counters.closed_abort += 1,
+            Ending::PeerReset => self.counters.peer_reset += 1,
+            Ending::Open => {}
+        }
+        let closer = (ending != Ending::PeerReset).then(|| Task {
+            pid: r.pid,
+            tid: r.tid,
+            comm: r.comm.clone(),
+        });
+        let fallback = || SocketAddr::from(([0, 0, 0, 0], 0));
+        Episode {
+            skaddr: r.skaddr,
+            local: r.local.or(prev.as_ref().map(|s| s.local)).unwrap_or_else(fallback),
+            remote: r
+                .remote
+                .or(prev.as_ref().map(|s| s.remote))
+                .unwrap_or_else(fallback),
+            entered_ns,
+            ended_ns: Some(r.ts_ns),
+            ending,
+            closer,
+        }
+    }
+
+    /// Sockets believed to be in CLOSE_WAIT now.
+    pub fn open_sockets(&self) -> impl Iterator<Item = &OpenSocket> {
+        self.open.values()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use close_wait_common::tcp_state::ESTABLISHED;
+
+    fn state(ts: u64, sk: u64, old: u8, new: u8, pid: u32) -> Record {
+        Record {
+            kind: Kind::State,
+            ts_ns: ts,
+            skaddr: sk,
+            pid,
+            tid: pid,
+            comm: format!("p{pid}"),
+            entered_ns: None,
+            tracked: true,
+            oldstate: old,
+            newstate: new,
+            local: Some("127.0.0.1:8080".parse().unwrap()),
+            remote: Some("127.0.0.1:40000".parse().unwrap()),
+        }
+    }
+
+    fn other(kind: Kind, ts: u64, sk: u64) -> Record {
+        Record {
+            kind,
+            local: None,
+            remote: None,
+            oldstate: 0,
+            newstate: 0,
+            ..state(ts, sk, 0, 0, 0)
+        }
+    }
+
+    #[test]
+    fn graceful_close_records_closer_and_duration() {
+        let mut t = Tracker::new(16);
+        // Entry seen in the client's context (the loopback trap): pid 1.
+        assert!(t.on_record(&state(1_000, 7, ESTABLISHED, CLOSE_WAIT, 1)).is_none());
+        assert_eq!(t.open_count(), 1);
+        let ep = t.on_record(&state(301_000, 7, CLOSE_WAIT, LAST_ACK, 2)).unwrap();
+        assert_eq!(ep.ending, Ending::Graceful);
+        assert_eq!(ep.duration_ns(), Some(300_000));
+        assert_eq!(ep.closer.unwrap().pid, 2);
+        assert_eq!(t.counters.closed_graceful, 1);
+        assert_eq!(t.open_count(), 0);
+    }
+
+    #[test]
+    fn close_with_unread_data_is_abort() {
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t.on_record(&state(20, 7, CLOSE_WAIT, CLOSE, 2)).unwrap();
+        assert!(t.on_record(&other(Kind::SendReset, 21, 7)).is_none());
+        assert!(t.on_record(&other(Kind::Destroy, 22, 7)).is_none());
+        assert_eq!(ep.ending, Ending::Abort);
+        assert_eq!(ep.closer.unwrap().pid, 2);
+        assert_eq!(t.counters.closed_abort, 1);
+        assert_eq!(t.counters.destroyed_while_open, 0);
+    }
+
+    #[test]
+    fn reset_received_first_is_peer_reset_without_closer() {
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::RecvReset, 15, 7));
+        let ep = t.on_record(&state(16, 7, CLOSE_WAIT, CLOSE, 0)).unwrap();
+        assert_eq!(ep.ending, Ending::PeerReset);
+        assert!(ep.closer.is_none());
+        assert_eq!(t.counters.peer_reset, 1);
+    }
+
+    #[test]
+    fn never_closed_stays_open() {
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        let open: Vec<_> = t.open_sockets().collect();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].entered_ns, 10);
+        assert_eq!(t.counters.close_wait_entered, 1);
+    }
+
+    #[test]
+    fn exit_without_entry_has_no_duration_unless_kernel_knew() {
+        let mut t = Tracker::new(16);
+        let ep = t.on_record(&state(50, 9, CLOSE_WAIT, LAST_ACK, 3)).unwrap();
+        assert_eq!(ep.entered_ns, None);
+        assert_eq!(ep.duration_ns(), None);
+        assert_eq!(t.counters.exits_without_entry, 1);
+        // Entry event lost but the kernel map had it.
+        let mut r = state(80, 10, CLOSE_WAIT, LAST_ACK, 3);
+        r.entered_ns = Some(30);
+        assert_eq!(t.on_record(&r).unwrap().duration_ns(), Some(50));
+    }
+
+    #[test]
+    fn destroy_without_entry_is_ignored_and_destroy_while_open_counted() {
+        let mut t = Tracker::new(16);
+        assert!(t.on_record(&other(Kind::Destroy, 5, 1)).is_none());
+        assert_eq!(t.counters.destroyed_while_open, 0);
+        t.on_record(&state(10, 2, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::Destroy, 11, 2));
+        assert_eq!(t.counters.destroyed_while_open, 1);
+        assert_eq!(t.open_count(), 0);
+    }
+
+    #[test]
+    fn reset_for_unknown_socket_then_exit_is_abort() {
+        // A reset for a socket never seen entering does not invent an entry.
+        let mut t = Tracker::new(16);
+        t.on_record(&other(Kind::RecvReset, 1, 4));
+        assert_eq!(t.open_count(), 0);
+    }
+
+    #[test]
+    fn address_reuse_after_destroy_starts_a_new_episode() {
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&state(20, 7, CLOSE_WAIT, LAST_ACK, 2));
+        t.on_record(&other(Kind::Destroy, 30, 7));
+        t.on_record(&state(40, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t.on_record(&state(100, 7, CLOSE_WAIT, LAST_ACK, 2)).unwrap();
+        assert_eq!(ep.duration_ns(), Some(60));
+        assert_eq!(t.counters.close_wait_entered, 2);
+    }
+
+    #[test]
+    fn bound_drops_oldest() {
+        let mut t = Tracker::new(2);
+        for sk in 1..=3 {
+            t.on_record(&state(sk * 10, sk, ESTABLISHED, CLOSE_WAIT, 1));
+        }
+        assert_eq!(t.open_count(), 2);
+        assert_eq!(t.counters.tracker_dropped, 1);
+        assert!(t.open_sockets().all(|s| s.skaddr != 1));
+    }
+}
