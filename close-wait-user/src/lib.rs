@@ -3,15 +3,21 @@
 //! Events flow one way: kernel -> `events` -> `tracker` -> (`histograms`,
 //! `report`) -> `export`. Owners (`sockets`), stacks (`stacks`), threads
 //! (`threads`) and the `diagnosis` are looked up at report time for sockets
-//! that are still stuck. Only `loader` and `events` touch aya.
+//! that are still stuck (`investigate`). Only `loader` and `record` touch aya.
 
 pub mod addr;
 pub mod cli;
+pub mod clock;
+pub mod diagnosis;
 pub mod duration;
 pub mod events;
 pub mod export;
 pub mod histograms;
+pub mod investigate;
 pub mod loader;
+pub mod record;
+pub mod report;
+pub mod snapshot;
 pub mod sockets;
 pub mod stacks;
 pub mod threads;

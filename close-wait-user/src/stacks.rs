@@ -59,7 +59,12 @@ impl fmt::Display for Frame {
                 .map_or(m.into(), |name| name.to_string_lossy())
         });
         let Some(function) = &self.function else {
-            return write!(f, "{:#x} [{}]", self.addr, module.as_deref().unwrap_or("unknown"));
+            return write!(
+                f,
+                "{:#x} [{}]",
+                self.addr,
+                module.as_deref().unwrap_or("unknown")
+            );
         };
         f.write_str(function)?;
         if let Some(offset) = self.offset {
@@ -130,7 +135,10 @@ impl Symbolizer {
             Source::Process(process)
         };
         let mut syms = self.symbolize(&source(true), &lookup);
-        if syms.iter().any(|s| matches!(s, Symbolized::Unknown(Reason::IgnoredError))) {
+        if syms
+            .iter()
+            .any(|s| matches!(s, Symbolized::Unknown(Reason::IgnoredError)))
+        {
             let retry = self.symbolize(&source(false), &lookup);
             for (sym, again) in syms.iter_mut().zip(retry) {
                 if matches!(sym, Symbolized::Unknown(Reason::IgnoredError)) {
@@ -139,7 +147,7 @@ impl Symbolizer {
             }
         }
         // Name the mapping of the addresses blazesym could not resolve.
-        let maps = if syms.iter().any(|s| s.as_sym().is_none()) {
+        let maps = if syms.iter().any(|s| !s.as_sym().is_some_and(plausible)) {
             std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()
         } else {
             None
@@ -148,8 +156,8 @@ impl Symbolizer {
             .iter()
             .zip(syms)
             .map(|(&addr, sym)| match sym {
-                Symbolized::Sym(sym) => frame_from_sym(addr, sym, None),
-                Symbolized::Unknown(_) => {
+                Symbolized::Sym(sym) if plausible(&sym) => frame_from_sym(addr, sym, None),
+                _ => {
                     let module = maps.as_deref().and_then(|m| mapping_name(m, addr));
                     Frame::unknown(addr, module)
                 }
@@ -171,8 +179,10 @@ impl Symbolizer {
             .iter()
             .zip(syms)
             .map(|(&addr, sym)| match sym {
-                Symbolized::Sym(sym) => frame_from_sym(addr, sym, Some("kernel")),
-                Symbolized::Unknown(_) => Frame::unknown(addr, Some("kernel".to_owned())),
+                Symbolized::Sym(sym) if plausible(&sym) => {
+                    frame_from_sym(addr, sym, Some("kernel"))
+                }
+                _ => Frame::unknown(addr, Some("kernel".to_owned())),
             })
             .collect()
     }
@@ -209,6 +219,20 @@ impl Symbolizer {
 /// the caller's line and stays inside functions that end with a call.
 fn lookup_addrs(addrs: &[u64]) -> Vec<u64> {
     addrs.iter().map(|a| a.saturating_sub(1)).collect()
+}
+
+/// Functions larger than this are not believed when the symbol has no size.
+const MAX_UNSIZED_OFFSET: usize = 64 * 1024;
+
+/// Whether a symbol plausibly contains the address looked up. kallsyms has
+/// no sizes, so an address past the last kernel symbol (module space, for
+/// one) resolves to that symbol at an offset of gigabytes; DWARF without
+/// function ranges can do the same. Such answers would mislead: drop them.
+fn plausible(sym: &Sym<'_>) -> bool {
+    match sym.size {
+        Some(size) => sym.offset < size,
+        None => sym.offset <= MAX_UNSIZED_OFFSET,
+    }
 }
 
 /// Build a frame from a blazesym symbol found for `addr - 1`.
@@ -337,7 +361,9 @@ mod tests {
         child.wait().unwrap();
         let frames = Symbolizer::new().user(pid, &[0x5555_5555_1000, 0x7f00_0000_2000]);
         assert_eq!(frames.len(), 2);
-        assert!(frames.iter().all(|f| f.function.is_none() && f.module.is_none()));
+        assert!(frames
+            .iter()
+            .all(|f| f.function.is_none() && f.module.is_none()));
     }
 
     #[test]
@@ -381,6 +407,9 @@ mod tests {
         assert!(symbolizer.kernel(&[]).is_empty());
         let frames = symbolizer.kernel(&[0xffff_ffff_ffff_fff0, 0x10]);
         assert_eq!(frames.len(), 2);
+        // Past every kernel symbol: kallsyms would name the last one at an
+        // offset of gigabytes, which must not be believed.
+        assert_eq!(frames[0].function, None, "{:?}", frames[0]);
         assert_eq!(frames[1].function, None);
         assert_eq!(frames[1].to_string(), "0x10 [kernel]");
     }
@@ -401,7 +430,11 @@ mod tests {
             return;
         };
         let frames = Symbolizer::new().kernel(&[addr + 8]);
-        assert_eq!(frames[0].function.as_deref(), Some("tcp_close"), "{frames:?}");
+        assert_eq!(
+            frames[0].function.as_deref(),
+            Some("tcp_close"),
+            "{frames:?}"
+        );
         assert_eq!(frames[0].offset, Some(8));
         assert_eq!(frames[0].module.as_deref(), Some("kernel"));
     }
@@ -441,9 +474,15 @@ mod tests {
 7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n\
 7ffd10000000-7ffd10021000 rw-p 00000000 00:00 0                          [stack]\n\
 7f1000000000-7f1000002000 r-xp 00000000 fd:01 99                         /opt/app/libx.so (deleted)\n";
-        assert_eq!(mapping_name(maps, 0x55d0_c0a0_0010).as_deref(), Some("/usr/bin/my server"));
+        assert_eq!(
+            mapping_name(maps, 0x55d0_c0a0_0010).as_deref(),
+            Some("/usr/bin/my server")
+        );
         assert_eq!(mapping_name(maps, 0x7f00_0000_0800), None);
-        assert_eq!(mapping_name(maps, 0x7ffd_1000_0000).as_deref(), Some("[stack]"));
+        assert_eq!(
+            mapping_name(maps, 0x7ffd_1000_0000).as_deref(),
+            Some("[stack]")
+        );
         assert_eq!(
             mapping_name(maps, 0x7f10_0000_1fff).as_deref(),
             Some("/opt/app/libx.so (deleted)")
@@ -516,16 +555,33 @@ mod tests {
             .read_line(&mut connected)
             .unwrap();
         assert!(connected.starts_with("connected fd="), "{connected:?}");
-        assert!(connected.trim_end().ends_with(&format!("pid={pid}")), "{connected:?}");
+        assert!(
+            connected.trim_end().ends_with(&format!("pid={pid}")),
+            "{connected:?}"
+        );
 
         let frames = Symbolizer::new().user(pid, &[addr + 4]);
         let f = &frames[0];
-        assert_eq!(f.function.as_deref(), Some("open_leaky_connection"), "{f:?}");
+        assert_eq!(
+            f.function.as_deref(),
+            Some("open_leaky_connection"),
+            "{f:?}"
+        );
         assert_eq!(f.offset, Some(4));
-        assert!(f.file.as_deref().is_some_and(|p| p.ends_with("leaky.c")), "{f:?}");
+        assert!(
+            f.file.as_deref().is_some_and(|p| p.ends_with("leaky.c")),
+            "{f:?}"
+        );
         assert!(f.line.is_some_and(|l| l > 0), "{f:?}");
-        assert_eq!(f.module.as_deref().map(Path::new), Some(exe.as_path()), "{f:?}");
-        assert!(f.to_string().starts_with("open_leaky_connection+0x4 ("), "{f}");
+        assert_eq!(
+            f.module.as_deref().map(Path::new),
+            Some(exe.as_path()),
+            "{f:?}"
+        );
+        assert!(
+            f.to_string().starts_with("open_leaky_connection+0x4 ("),
+            "{f}"
+        );
 
         drop(child);
         drop(listener);

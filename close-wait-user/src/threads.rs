@@ -1,0 +1,1012 @@
+//! What the threads of a process are doing right now, from
+//! /proc/PID/task/TID/{stat,wchan,syscall,stack}, and what the file
+//! descriptor they block on leads to (seed 002: ten workers asleep in
+//! `pipe_write` on stderr, whose read end someone holds and never reads).
+//!
+//! Every file may be unreadable (`syscall` and `stack` need ptrace access,
+//! `stack` needs root): a thread keeps whatever could be read. Parsers are
+//! pure and unit-tested; [`summarize_with`] takes the fd lookup as a closure.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// The syscall a thread is blocked in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyscallInfo {
+    pub nr: i64,
+    /// Name from the table for this architecture, or `syscall_<nr>`.
+    pub name: String,
+    pub args: [u64; 6],
+}
+
+/// One thread's state as read from /proc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadState {
+    pub tid: u32,
+    pub comm: String,
+    /// R, S, D, T, t, Z, X, I, ... from stat.
+    pub state: char,
+    /// Kernel function the thread sleeps in; empty when running or hidden.
+    pub wchan: String,
+    /// `None` when running, not in a syscall, or unreadable.
+    pub syscall: Option<SyscallInfo>,
+    /// Kernel stack function names, innermost first (needs root).
+    pub kernel_stack: Vec<String>,
+}
+
+/// Malformed /proc thread files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThreadsError {
+    #[error("stat line has no '(comm)' field: {line:?}")]
+    StatNoComm { line: String },
+    #[error("stat line: cannot parse {field} from {value:?}")]
+    StatField { field: &'static str, value: String },
+    #[error("syscall line: cannot parse {field} from {value:?}")]
+    SyscallField { field: &'static str, value: String },
+}
+
+/// The leading fields of /proc/PID/stat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatFields {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+}
+
+/// Parses /proc/PID/stat (or task/TID/stat). The comm may hold spaces and
+/// parentheses, so it runs from the first `(` to the *last* `)`.
+pub fn parse_stat(text: &str) -> Result<StatFields, ThreadsError> {
+    let no_comm = || ThreadsError::StatNoComm {
+        line: text.trim_end().to_owned(),
+    };
+    let open = text.find('(').ok_or_else(no_comm)?;
+    let close = text.rfind(')').filter(|c| *c > open).ok_or_else(no_comm)?;
+    let pid_s = text[..open].trim();
+    let pid = pid_s.parse().map_err(|_| ThreadsError::StatField {
+        field: "pid",
+        value: pid_s.to_owned(),
+    })?;
+    let comm = text[open + 1..close].to_owned();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state_s = rest.next().unwrap_or("");
+    let mut chars = state_s.chars();
+    let state = match (chars.next(), chars.next()) {
+        (Some(c), None) => c,
+        _ => {
+            return Err(ThreadsError::StatField {
+                field: "state",
+                value: state_s.to_owned(),
+            })
+        }
+    };
+    let ppid_s = rest.next().unwrap_or("");
+    let ppid = ppid_s.parse().map_err(|_| ThreadsError::StatField {
+        field: "ppid",
+        value: ppid_s.to_owned(),
+    })?;
+    Ok(StatFields {
+        pid,
+        comm,
+        state,
+        ppid,
+    })
+}
+
+/// What /proc/PID/task/TID/syscall says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyscallLine {
+    /// `running`: on a CPU, nothing to report.
+    Running,
+    /// `-1 SP PC`: blocked, but not in a syscall (e.g. a page fault).
+    NotInSyscall,
+    /// `NR ARG1..ARG6 SP PC`.
+    InSyscall(SyscallInfo),
+}
+
+/// Parses /proc/PID/task/TID/syscall.
+pub fn parse_syscall(text: &str) -> Result<SyscallLine, ThreadsError> {
+    let mut f = text.split_whitespace();
+    let first = f.next().unwrap_or("");
+    if first == "running" {
+        return Ok(SyscallLine::Running);
+    }
+    let nr: i64 = first.parse().map_err(|_| ThreadsError::SyscallField {
+        field: "number",
+        value: first.to_owned(),
+    })?;
+    if nr < 0 {
+        return Ok(SyscallLine::NotInSyscall);
+    }
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        let s = f.next().ok_or_else(|| ThreadsError::SyscallField {
+            field: "argument",
+            value: text.trim_end().to_owned(),
+        })?;
+        *a = s
+            .strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .ok_or_else(|| ThreadsError::SyscallField {
+                field: "argument",
+                value: s.to_owned(),
+            })?;
+    }
+    Ok(SyscallLine::InSyscall(SyscallInfo {
+        nr,
+        name: syscall_name(nr)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("syscall_{nr}")),
+        args,
+    }))
+}
+
+/// `[<0>] pipe_write+0x1b6/0x4a0` lines -> `pipe_write`.
+pub fn parse_stack(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = match l.find("] ") {
+                Some(i) if l.starts_with("[<") => &l[i + 2..],
+                _ => l,
+            };
+            let name = l.split(['+', ' ']).next().unwrap_or("");
+            (!name.is_empty()).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// `flags:\t0100001` in /proc/PID/fdinfo/FD (octal).
+pub fn parse_fdinfo_flags(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+}
+
+/// Name of a syscall number on this architecture, for the blocking calls
+/// (and a few others worth naming in a report).
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    SYSCALLS.iter().find(|(n, _)| *n == nr).map(|(_, s)| *s)
+}
+
+#[cfg(target_arch = "x86_64")]
+const SYSCALLS: &[(i64, &str)] = &[
+    (0, "read"),
+    (1, "write"),
+    (2, "open"),
+    (3, "close"),
+    (7, "poll"),
+    (16, "ioctl"),
+    (17, "pread64"),
+    (18, "pwrite64"),
+    (19, "readv"),
+    (20, "writev"),
+    (23, "select"),
+    (24, "sched_yield"),
+    (34, "pause"),
+    (35, "nanosleep"),
+    (40, "sendfile"),
+    (42, "connect"),
+    (43, "accept"),
+    (44, "sendto"),
+    (45, "recvfrom"),
+    (46, "sendmsg"),
+    (47, "recvmsg"),
+    (48, "shutdown"),
+    (61, "wait4"),
+    (65, "semop"),
+    (70, "msgrcv"),
+    (72, "fcntl"),
+    (73, "flock"),
+    (74, "fsync"),
+    (75, "fdatasync"),
+    (128, "rt_sigtimedwait"),
+    (130, "rt_sigsuspend"),
+    (202, "futex"),
+    (208, "io_getevents"),
+    (230, "clock_nanosleep"),
+    (231, "exit_group"),
+    (232, "epoll_wait"),
+    (243, "mq_timedreceive"),
+    (247, "waitid"),
+    (257, "openat"),
+    (270, "pselect6"),
+    (271, "ppoll"),
+    (275, "splice"),
+    (276, "tee"),
+    (278, "vmsplice"),
+    (281, "epoll_pwait"),
+    (288, "accept4"),
+    (295, "preadv"),
+    (296, "pwritev"),
+    (299, "recvmmsg"),
+    (307, "sendmmsg"),
+    (326, "copy_file_range"),
+    (426, "io_uring_enter"),
+    (441, "epoll_pwait2"),
+];
+
+/// The generic table (asm-generic/unistd.h) used by arm64 and riscv64.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+const SYSCALLS: &[(i64, &str)] = &[
+    (4, "io_getevents"),
+    (22, "epoll_pwait"),
+    (25, "fcntl"),
+    (29, "ioctl"),
+    (32, "flock"),
+    (56, "openat"),
+    (57, "close"),
+    (63, "read"),
+    (64, "write"),
+    (65, "readv"),
+    (66, "writev"),
+    (67, "pread64"),
+    (68, "pwrite64"),
+    (69, "preadv"),
+    (70, "pwritev"),
+    (71, "sendfile"),
+    (72, "pselect6"),
+    (73, "ppoll"),
+    (76, "splice"),
+    (77, "tee"),
+    (82, "fsync"),
+    (83, "fdatasync"),
+    (94, "exit_group"),
+    (95, "waitid"),
+    (98, "futex"),
+    (101, "nanosleep"),
+    (115, "clock_nanosleep"),
+    (124, "sched_yield"),
+    (133, "rt_sigsuspend"),
+    (137, "rt_sigtimedwait"),
+    (202, "accept"),
+    (203, "connect"),
+    (206, "sendto"),
+    (207, "recvfrom"),
+    (210, "shutdown"),
+    (211, "sendmsg"),
+    (212, "recvmsg"),
+    (242, "accept4"),
+    (243, "recvmmsg"),
+    (260, "wait4"),
+    (269, "sendmmsg"),
+    (285, "copy_file_range"),
+    (426, "io_uring_enter"),
+    (441, "epoll_pwait2"),
+];
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+const SYSCALLS: &[(i64, &str)] = &[];
+
+/// Syscalls whose first argument is the file descriptor they block on.
+const FD_SYSCALLS: &[&str] = &[
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "accept",
+    "accept4",
+    "connect",
+    "fsync",
+    "fdatasync",
+    "flock",
+];
+
+/// The fd a syscall blocks on, for syscalls whose arg0 is one.
+pub fn syscall_fd(sc: &SyscallInfo) -> Option<u32> {
+    if FD_SYSCALLS.contains(&sc.name.as_str()) {
+        u32::try_from(sc.args[0]).ok()
+    } else {
+        None
+    }
+}
+
+/// The threads of `pid`, sorted by tid; empty when the process is gone.
+pub fn threads_of(pid: u32) -> Vec<ThreadState> {
+    threads_of_in(Path::new("/proc"), pid)
+}
+
+/// [`threads_of`] over a proc tree mounted at `proc_root`.
+pub fn threads_of_in(proc_root: &Path, pid: u32) -> Vec<ThreadState> {
+    let task = proc_root.join(pid.to_string()).join("task");
+    let mut out: Vec<ThreadState> = fs::read_dir(task)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let dir = e.path();
+            // No stat: the thread is gone.
+            let stat = parse_stat(&fs::read_to_string(dir.join("stat")).ok()?).ok()?;
+            let wchan = fs::read_to_string(dir.join("wchan"))
+                .map(|w| normalize_wchan(&w))
+                .unwrap_or_default();
+            let syscall = match fs::read_to_string(dir.join("syscall")).map(|s| parse_syscall(&s)) {
+                Ok(Ok(SyscallLine::InSyscall(sc))) => Some(sc),
+                _ => None,
+            };
+            let kernel_stack = fs::read_to_string(dir.join("stack"))
+                .map(|s| parse_stack(&s))
+                .unwrap_or_default();
+            Some(ThreadState {
+                tid,
+                comm: stat.comm,
+                state: stat.state,
+                wchan,
+                syscall,
+                kernel_stack,
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
+/// The kernel prints `0` when the thread runs or wchan is hidden.
+fn normalize_wchan(w: &str) -> String {
+    let w = w.trim();
+    if w == "0" {
+        String::new()
+    } else {
+        w.to_owned()
+    }
+}
+
+/// What a file descriptor refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FdTarget {
+    /// An anonymous pipe, with every (pid, fd) on the machine that holds it
+    /// open for reading, sorted.
+    Pipe {
+        inode: u64,
+        readers: Vec<(u32, u32)>,
+    },
+    Socket {
+        inode: u64,
+    },
+    /// A path (regular file, device, named pipe).
+    File(String),
+    /// Anything else: `anon_inode:[eventfd]`, ...
+    Other(String),
+}
+
+impl fmt::Display for FdTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdTarget::Pipe { inode, readers } if readers.is_empty() => {
+                write!(f, "pipe:[{inode}] with no reader")
+            }
+            FdTarget::Pipe { inode, readers } => {
+                write!(f, "pipe:[{inode}] whose read end is held by ")?;
+                const SHOWN: usize = 3;
+                for (i, (pid, fd)) in readers.iter().take(SHOWN).enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "pid {pid} fd {fd}")?;
+                }
+                if readers.len() > SHOWN {
+                    write!(f, " and {} more", readers.len() - SHOWN)?;
+                }
+                Ok(())
+            }
+            FdTarget::Socket { inode } => write!(f, "socket:[{inode}]"),
+            FdTarget::File(p) | FdTarget::Other(p) => f.write_str(p),
+        }
+    }
+}
+
+/// Classifies a /proc/PID/fd link target; pipe readers are left empty.
+fn classify_link(target: &str) -> FdTarget {
+    let bracketed = |prefix: &str| -> Option<u64> {
+        target.strip_prefix(prefix)?.strip_suffix(']')?.parse().ok()
+    };
+    if let Some(inode) = bracketed("pipe:[") {
+        FdTarget::Pipe {
+            inode,
+            readers: Vec::new(),
+        }
+    } else if let Some(inode) = bracketed("socket:[") {
+        FdTarget::Socket { inode }
+    } else if target.starts_with('/') {
+        FdTarget::File(target.to_owned())
+    } else {
+        FdTarget::Other(target.to_owned())
+    }
+}
+
+/// What fd `fd` of process `pid` refers to; for a pipe, who can read it.
+pub fn describe_fd(pid: u32, fd: u32) -> Option<FdTarget> {
+    describe_fd_in(Path::new("/proc"), pid, fd)
+}
+
+/// [`describe_fd`] over a proc tree mounted at `proc_root`.
+pub fn describe_fd_in(proc_root: &Path, pid: u32, fd: u32) -> Option<FdTarget> {
+    let link = fs::read_link(
+        proc_root
+            .join(pid.to_string())
+            .join("fd")
+            .join(fd.to_string()),
+    )
+    .ok()?;
+    match classify_link(&link.to_string_lossy()) {
+        FdTarget::Pipe { inode, .. } => Some(FdTarget::Pipe {
+            inode,
+            readers: pipe_readers_in(proc_root, inode),
+        }),
+        other => Some(other),
+    }
+}
+
+/// Every (pid, fd) holding pipe `inode` open for reading. The two ends of a
+/// pipe are distinct fds with the same inode; the access mode in fdinfo
+/// tells them apart (O_RDONLY, or O_RDWR for a reopened /proc/PID/fd/N).
+pub fn pipe_readers_in(proc_root: &Path, inode: u64) -> Vec<(u32, u32)> {
+    let want = format!("pipe:[{inode}]");
+    let mut readers: Vec<(u32, u32)> = crate::sockets::fd_links(proc_root)
+        .filter(|(_, _, target)| *target == want)
+        .filter(|(pid, fd, _)| {
+            let info = proc_root
+                .join(pid.to_string())
+                .join("fdinfo")
+                .join(fd.to_string());
+            fs::read_to_string(info)
+                .ok()
+                .and_then(|t| parse_fdinfo_flags(&t))
+                .is_some_and(|fl| {
+                    let mode = fl & libc::O_ACCMODE as u32;
+                    mode == libc::O_RDONLY as u32 || mode == libc::O_RDWR as u32
+                })
+        })
+        .map(|(pid, fd, _)| (pid, fd))
+        .collect();
+    readers.sort_unstable();
+    readers
+}
+
+/// Threads sharing the same state, wait channel, syscall and fd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadGroup {
+    pub count: usize,
+    pub state: char,
+    pub wchan: String,
+    pub syscall: Option<String>,
+    pub fd: Option<u32>,
+    /// Human text for the fd, e.g. `pipe:[1234] with no reader`.
+    pub fd_target: Option<String>,
+}
+
+/// What a process's threads are doing, grouped, biggest group first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadSummary {
+    pub total: usize,
+    pub groups: Vec<ThreadGroup>,
+    pub text: String,
+}
+
+/// Groups the threads of `pid` and describes the fds they block on.
+pub fn summarize(pid: u32, threads: &[ThreadState]) -> ThreadSummary {
+    summarize_with(threads, |fd| describe_fd(pid, fd))
+}
+
+/// [`summarize`] with the fd lookup supplied by the caller (called once per
+/// group that blocks on an fd).
+pub fn summarize_with(
+    threads: &[ThreadState],
+    mut describe: impl FnMut(u32) -> Option<FdTarget>,
+) -> ThreadSummary {
+    type Key = (char, String, Option<String>, Option<u32>);
+    let mut counts: HashMap<Key, usize> = HashMap::new();
+    for t in threads {
+        let name = t.syscall.as_ref().map(|s| s.name.clone());
+        let fd = t.syscall.as_ref().and_then(syscall_fd);
+        *counts
+            .entry((t.state, t.wchan.clone(), name, fd))
+            .or_default() += 1;
+    }
+    let mut keyed: Vec<(Key, usize)> = counts.into_iter().collect();
+    keyed.sort_by(|(ka, ca), (kb, cb)| cb.cmp(ca).then_with(|| ka.cmp(kb)));
+    let groups: Vec<ThreadGroup> = keyed
+        .into_iter()
+        .map(|((state, wchan, syscall, fd), count)| ThreadGroup {
+            count,
+            state,
+            wchan,
+            syscall,
+            fd,
+            fd_target: fd.and_then(&mut describe).map(|t| t.to_string()),
+        })
+        .collect();
+    let total = threads.len();
+    let text = if groups.is_empty() {
+        "no thread could be read".to_owned()
+    } else {
+        groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| group_text(g, total, i == 0))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    ThreadSummary {
+        total,
+        groups,
+        text,
+    }
+}
+
+fn state_words(state: char) -> String {
+    match state {
+        'R' => "running".into(),
+        'S' => "asleep".into(),
+        'D' => "in uninterruptible sleep".into(),
+        'T' => "stopped".into(),
+        't' => "stopped by a tracer".into(),
+        'Z' => "zombie".into(),
+        'X' => "dead".into(),
+        'I' => "idle".into(),
+        'P' => "parked".into(),
+        other => format!("in state {other}"),
+    }
+}
+
+/// `10 of 11 threads asleep in pipe_write via write(2) on fd 2 -> pipe:[..] ...`
+fn group_text(g: &ThreadGroup, total: usize, first: bool) -> String {
+    let mut s = format!("{} of {total}", g.count);
+    if first {
+        s.push_str(if total == 1 { " thread" } else { " threads" });
+    }
+    s.push(' ');
+    s.push_str(&state_words(g.state));
+    if !g.wchan.is_empty() {
+        s.push_str(" in ");
+        s.push_str(&g.wchan);
+    }
+    if let Some(sc) = &g.syscall {
+        s.push_str(&format!(" via {sc}(2)"));
+    }
+    if let Some(fd) = g.fd {
+        s.push_str(&format!(" on fd {fd}"));
+        if let Some(t) = &g.fd_target {
+            s.push_str(" -> ");
+            s.push_str(t);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sockets::test_support::TempDir;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let s = parse_stat("1234 (a (b) c) S 1 1234 1234 0 -1 4194560 0 0\n").unwrap();
+        assert_eq!(
+            s,
+            StatFields {
+                pid: 1234,
+                comm: "a (b) c".into(),
+                state: 'S',
+                ppid: 1
+            }
+        );
+        let s = parse_stat("7 ()) D 0 0").unwrap();
+        assert_eq!((s.comm.as_str(), s.state, s.ppid), (")", 'D', 0));
+        // Real line from this machine.
+        let real =
+            "10351 (sleep) S 10349 10349 3682 0 -1 4194304 132 0 0 0 0 0 0 0 20 0 1 0 177305";
+        assert_eq!(parse_stat(real).unwrap().ppid, 10349);
+    }
+
+    #[test]
+    fn stat_errors() {
+        assert!(matches!(
+            parse_stat("12 sleep S 1"),
+            Err(ThreadsError::StatNoComm { .. })
+        ));
+        assert!(matches!(
+            parse_stat(") 12 (x S 1"),
+            Err(ThreadsError::StatNoComm { .. })
+        ));
+        assert!(matches!(
+            parse_stat("x (a) S 1"),
+            Err(ThreadsError::StatField { field: "pid", .. })
+        ));
+        assert!(matches!(
+            parse_stat("1 (a) SS 1"),
+            Err(ThreadsError::StatField { field: "state", .. })
+        ));
+        assert!(matches!(
+            parse_stat("1 (a)"),
+            Err(ThreadsError::StatField { field: "state", .. })
+        ));
+        assert!(matches!(
+            parse_stat("1 (a) S"),
+            Err(ThreadsError::StatField { field: "ppid", .. })
+        ));
+    }
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall("running\n").unwrap(), SyscallLine::Running);
+        assert_eq!(
+            parse_syscall("-1 0x7ffd1234 0x7f001234\n").unwrap(),
+            SyscallLine::NotInSyscall
+        );
+        // Real line from this machine (a sleeping `sleep`).
+        let real =
+            "230 0x0 0x0 0x7ffea1117330 0x7ffea1117370 0x0 0x0 0x7ffea1117318 0x7fb83a4e3503\n";
+        let SyscallLine::InSyscall(sc) = parse_syscall(real).unwrap() else {
+            panic!("not in syscall");
+        };
+        assert_eq!(sc.nr, 230);
+        assert_eq!(sc.args[2], 0x7ffea1117330);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(sc.name, "clock_nanosleep");
+        let SyscallLine::InSyscall(sc) =
+            parse_syscall("1 0x2 0x7f00 0x100000 0x0 0x0 0x0 0x1 0x2").unwrap()
+        else {
+            panic!("not in syscall");
+        };
+        assert_eq!(sc.args[..3], [2, 0x7f00, 0x100000]);
+        assert_eq!(
+            parse_syscall("99999 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0").map(|l| match l {
+                SyscallLine::InSyscall(sc) => sc.name,
+                _ => String::new(),
+            }),
+            Ok("syscall_99999".to_owned())
+        );
+        assert!(matches!(
+            parse_syscall("1 0x2 0x3"),
+            Err(ThreadsError::SyscallField {
+                field: "argument",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_syscall("1 2 3 4 5 6 7 8 9"),
+            Err(ThreadsError::SyscallField {
+                field: "argument",
+                ..
+            })
+        ));
+        assert!(parse_syscall("").is_err());
+        assert!(parse_syscall("abc").is_err());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_64_names() {
+        for (nr, name) in [
+            (0, "read"),
+            (1, "write"),
+            (7, "poll"),
+            (202, "futex"),
+            (232, "epoll_wait"),
+            (281, "epoll_pwait"),
+            (441, "epoll_pwait2"),
+            (288, "accept4"),
+            (275, "splice"),
+            (40, "sendfile"),
+            (73, "flock"),
+        ] {
+            assert_eq!(syscall_name(nr), Some(name), "nr {nr}");
+        }
+        assert_eq!(syscall_name(-1), None);
+    }
+
+    #[test]
+    fn stack_and_fdinfo() {
+        let stack = "[<0>] pipe_write+0x1b6/0x4a0\n[<0>] vfs_write+0x2a9/0x3c0\n[<0>] ksys_write+0x6f/0xf0\n[<0>] do_syscall_64+0x71/0x280\n";
+        assert_eq!(
+            parse_stack(stack),
+            vec!["pipe_write", "vfs_write", "ksys_write", "do_syscall_64"]
+        );
+        assert!(parse_stack("").is_empty());
+        assert_eq!(
+            parse_fdinfo_flags("pos:\t586\nflags:\t0100001\nmnt_id:\t27\n"),
+            Some(0o100001)
+        );
+        assert_eq!(parse_fdinfo_flags("pos:\t0\n"), None);
+        assert_eq!(parse_fdinfo_flags("flags:\t9\n"), None, "not octal");
+    }
+
+    #[test]
+    fn fake_proc_threads_and_pipe_readers() {
+        let t = TempDir::new("threads");
+        t.file("50/task/50/stat", b"50 (srv main) S 1 50 50 0 -1 0\n");
+        t.file("50/task/50/wchan", b"do_epoll_wait");
+        t.file(
+            "50/task/50/syscall",
+            b"232 0x4 0x7f 0x80 0xffffffff 0x0 0x0 0x7ffc 0x7f01\n",
+        );
+        t.file("50/task/51/stat", b"51 (worker) S 1 50 50 0 -1 0\n");
+        t.file("50/task/51/wchan", b"pipe_write");
+        t.file(
+            "50/task/51/syscall",
+            b"1 0x2 0x7f 0x100000 0x0 0x0 0x0 0x1 0x2\n",
+        );
+        t.file(
+            "50/task/51/stack",
+            b"[<0>] pipe_write+0x1b6/0x4a0\n[<0>] vfs_write+0x2a9/0x3c0\n",
+        );
+        // Thread 52 has no syscall/wchan access; 53 vanished (no stat).
+        t.file("50/task/52/stat", b"52 (worker) R 1 50 50 0 -1 0\n");
+        t.file("50/task/53/wchan", b"0");
+
+        let th = threads_of_in(t.path(), 50);
+        assert_eq!(
+            th.iter().map(|t| t.tid).collect::<Vec<_>>(),
+            vec![50, 51, 52]
+        );
+        assert_eq!(th[0].comm, "srv main");
+        assert_eq!(th[1].wchan, "pipe_write");
+        assert_eq!(th[1].kernel_stack, vec!["pipe_write", "vfs_write"]);
+        assert_eq!(th[2].syscall, None);
+        assert_eq!(th[2].wchan, "");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(th[1].syscall.as_ref().unwrap().name, "write");
+        assert!(threads_of_in(t.path(), 99).is_empty());
+
+        // Pipe 900: 50 writes on fd 2; 60 holds the read end (O_RDONLY),
+        // 61 another write end, 62 a read-write reopen.
+        t.link("50/fd/2", "pipe:[900]");
+        t.file("50/fdinfo/2", b"pos:\t0\nflags:\t01\n");
+        t.link("60/fd/5", "pipe:[900]");
+        t.file("60/fdinfo/5", b"pos:\t0\nflags:\t02000000\n");
+        t.link("61/fd/1", "pipe:[900]");
+        t.file("61/fdinfo/1", b"flags:\t0100001\n");
+        t.link("62/fd/9", "pipe:[900]");
+        t.file("62/fdinfo/9", b"flags:\t02\n");
+        t.link("63/fd/3", "pipe:[901]");
+        t.file("63/fdinfo/3", b"flags:\t00\n");
+        t.link("50/fd/3", "socket:[77]");
+        t.link("50/fd/4", "/var/log/x.log");
+        t.link("50/fd/5", "anon_inode:[eventfd]");
+
+        assert_eq!(
+            describe_fd_in(t.path(), 50, 2),
+            Some(FdTarget::Pipe {
+                inode: 900,
+                readers: vec![(60, 5), (62, 9)]
+            })
+        );
+        assert_eq!(
+            describe_fd_in(t.path(), 50, 3),
+            Some(FdTarget::Socket { inode: 77 })
+        );
+        assert_eq!(
+            describe_fd_in(t.path(), 50, 4),
+            Some(FdTarget::File("/var/log/x.log".into()))
+        );
+        assert_eq!(
+            describe_fd_in(t.path(), 50, 5),
+            Some(FdTarget::Other("anon_inode:[eventfd]".into()))
+        );
+        assert_eq!(describe_fd_in(t.path(), 50, 6), None);
+        assert_eq!(pipe_readers_in(t.path(), 902), vec![]);
+    }
+
+    fn thread(tid: u32, state: char, wchan: &str, sc: Option<(i64, &str, u64)>) -> ThreadState {
+        ThreadState {
+            tid,
+            comm: "w".into(),
+            state,
+            wchan: wchan.into(),
+            syscall: sc.map(|(nr, name, a0)| SyscallInfo {
+                nr,
+                name: name.into(),
+                args: [a0, 0, 0, 0, 0, 0],
+            }),
+            kernel_stack: vec![],
+        }
+    }
+
+    #[test]
+    fn summary_of_seed_002_shape() {
+        let mut th: Vec<ThreadState> = (1..=10)
+            .map(|i| thread(i, 'S', "pipe_write", Some((1, "write", 2))))
+            .collect();
+        th.push(thread(
+            11,
+            'S',
+            "do_epoll_wait",
+            Some((232, "epoll_wait", 4)),
+        ));
+        let mut asked = Vec::new();
+        let s = summarize_with(&th, |fd| {
+            asked.push(fd);
+            Some(FdTarget::Pipe {
+                inode: 1234,
+                readers: vec![],
+            })
+        });
+        assert_eq!(asked, vec![2], "epoll_wait's arg0 is not looked up");
+        assert_eq!(s.total, 11);
+        assert_eq!(s.groups.len(), 2);
+        assert_eq!(
+            s.groups[0],
+            ThreadGroup {
+                count: 10,
+                state: 'S',
+                wchan: "pipe_write".into(),
+                syscall: Some("write".into()),
+                fd: Some(2),
+                fd_target: Some("pipe:[1234] with no reader".into()),
+            }
+        );
+        assert_eq!(
+            s.text,
+            "10 of 11 threads asleep in pipe_write via write(2) on fd 2 -> pipe:[1234] with no reader; \
+             1 of 11 asleep in do_epoll_wait via epoll_wait(2)"
+        );
+    }
+
+    #[test]
+    fn summary_splits_by_fd_and_state() {
+        let th = vec![
+            thread(1, 'S', "pipe_write", Some((1, "write", 2))),
+            thread(2, 'S', "pipe_write", Some((1, "write", 1))),
+            thread(3, 'S', "pipe_write", Some((1, "write", 2))),
+            thread(4, 'R', "", None),
+            thread(5, 'D', "folio_wait_bit", Some((0, "read", 7))),
+        ];
+        let s = summarize_with(&th, |fd| {
+            (fd == 1).then(|| FdTarget::Pipe {
+                inode: 5,
+                readers: vec![(10, 3), (11, 3), (12, 3), (13, 4)],
+            })
+        });
+        let counts: Vec<(usize, char, Option<u32>)> =
+            s.groups.iter().map(|g| (g.count, g.state, g.fd)).collect();
+        assert_eq!(
+            counts,
+            vec![
+                (2, 'S', Some(2)),
+                (1, 'D', Some(7)),
+                (1, 'R', None),
+                (1, 'S', Some(1))
+            ]
+        );
+        assert!(s.text.contains("1 of 5 running"), "{}", s.text);
+        assert!(
+            s.text
+                .contains("1 of 5 in uninterruptible sleep in folio_wait_bit via read(2) on fd 7;"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.ends_with(
+                "on fd 1 -> pipe:[5] whose read end is held by pid 10 fd 3, pid 11 fd 3, pid 12 fd 3 and 1 more"
+            ),
+            "{}",
+            s.text
+        );
+        let one = summarize_with(&th[3..4], |_| None);
+        assert_eq!(one.text, "1 of 1 thread running");
+        let none = summarize_with(&[], |_| None);
+        assert_eq!((none.total, none.groups.len()), (0, 0));
+    }
+
+    /// Kills and reaps the child on drop, also when the test panics.
+    struct KillOnDrop(Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn real_writers_blocked_on_unread_stderr_pipe() {
+        if Command::new("python3").arg("-c").arg("").status().is_err() {
+            eprintln!("skipping test - python3 is not available");
+            return;
+        }
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors. O_CLOEXEC keeps other
+        // tests' children from inheriting either end.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just returned these descriptors; nothing else owns them.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let script = "import os,threading\n\
+            def w():\n    b=b'x'*(1<<20)\n    while True: os.write(2,b)\n\
+            ts=[threading.Thread(target=w) for _ in range(3)]\n\
+            [t.start() for t in ts]\n\
+            [t.join() for t in ts]\n";
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(write_end))
+            .spawn()
+            .unwrap();
+        let guard = KillOnDrop(child);
+        let pid = guard.0.id();
+
+        // The test holds the read end and never reads: the writers block.
+        let start = Instant::now();
+        let summary = loop {
+            let th = threads_of(pid);
+            let s = summarize(pid, &th);
+            if s.groups.first().is_some_and(|g| {
+                g.count == 3
+                    && g.state == 'S'
+                    && (g.wchan.contains("pipe_write")
+                        || (g.syscall.as_deref() == Some("write") && g.fd == Some(2)))
+            }) {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "writers never blocked: {th:#?}\n{}",
+                s.text
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            summary.total, 4,
+            "3 writers + the main thread: {}",
+            summary.text
+        );
+        let g = &summary.groups[0];
+        assert_eq!(g.syscall.as_deref(), Some("write"), "{}", summary.text);
+        assert_eq!(g.fd, Some(2));
+        let me = std::process::id();
+        let rfd = u32::try_from(read_end.as_raw_fd()).unwrap();
+        assert!(
+            g.fd_target
+                .as_deref()
+                .is_some_and(|t| t.contains(&format!("pid {me} fd {rfd}"))),
+            "{}",
+            summary.text
+        );
+        // 6.18 names the wait channel anon_pipe_write; older kernels pipe_write.
+        assert!(
+            summary.text.starts_with("3 of 4 threads asleep in ")
+                && summary
+                    .text
+                    .contains("pipe_write via write(2) on fd 2 -> pipe:["),
+            "{}",
+            summary.text
+        );
+        match describe_fd(pid, 2) {
+            Some(FdTarget::Pipe { readers, .. }) => {
+                assert!(readers.contains(&(me, rfd)), "{readers:?}");
+                assert!(
+                    !readers.iter().any(|(p, _)| *p == pid),
+                    "the child only holds the write end: {readers:?}"
+                );
+            }
+            other => panic!("fd 2 of the child is not a pipe: {other:?}"),
+        }
+        drop(guard);
+        drop(read_end);
+    }
+}

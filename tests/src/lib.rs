@@ -1,1 +1,322 @@
+//! Harness for the real-kernel tests: the tracer binary, the python peers
+//! (client and server always in separate processes), temp dirs, and JSON
+//! lookups. Tests panic with context; they skip only outside CI without root.
 
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc::{channel, Receiver},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when a privileged test can run. Without root it skips with a
+/// printed reason, except under CI=true where that is a failure.
+pub fn privileged(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{test}: needs root (or CAP_BPF + CAP_PERFMON) and CI=true forbids skipping");
+    }
+    eprintln!("skipping {test}: needs root (or CAP_BPF + CAP_PERFMON)");
+    false
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The close-wait binary under test (CLOSE_WAIT_BIN, set by `cargo xtask test`).
+pub fn bin() -> PathBuf {
+    let p = std::env::var_os("CLOSE_WAIT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/release/close-wait"));
+    assert!(
+        p.exists(),
+        "{} missing: run the tests with `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+pub fn helper(name: &str) -> PathBuf {
+    workspace().join("tests/helpers").join(name)
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under the system temp dir.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "close-wait-test-{}-{}-{}",
+        tag,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A child process whose stdout lines are read in the background. Killed
+/// when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn reader<R: std::io::Read + Send + 'static>(r: R) -> (Receiver<String>, Arc<Mutex<Vec<String>>>) {
+    let (tx, rx) = channel();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            s2.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (rx, seen)
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (lines, seen) = reader(child.stdout.take().unwrap());
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+            seen,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the next line starting with `prefix` (bounded).
+    pub fn expect(&self, prefix: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "{}: no line starting with '{prefix}' within {timeout:?}; got {:?}",
+                    self.name,
+                    self.seen.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > end {
+                panic!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A python peer: `server` or `client` of tests/helpers/peer.py.
+pub fn peer(role: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        &format!("peer {role} {args:?}"),
+        Command::new("python3")
+            .arg(helper("peer.py"))
+            .arg(role)
+            .args(args),
+    )
+}
+
+/// Starts a server and returns it with its port.
+pub fn server(args: &[&str]) -> (Proc, u16) {
+    let p = peer("server", args);
+    let l = p.expect("listening ", Duration::from_secs(10));
+    let port = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (p, port)
+}
+
+/// "accepted fd FD local L remote R" -> (fd, local, remote)
+pub fn parse_accepted(line: &str) -> (u32, String, String) {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    (w[2].parse().unwrap(), w[4].to_string(), w[6].to_string())
+}
+
+/// The close-wait tracer, attached.
+pub struct Tracer {
+    pub proc: Proc,
+    stderr: Receiver<String>,
+    pub stderr_seen: Arc<Mutex<Vec<String>>>,
+    pub dir: PathBuf,
+    pub json: PathBuf,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub json: Value,
+}
+
+impl Tracer {
+    /// Starts `close-wait record ARGS --json DIR/report.json` and waits until
+    /// it is attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let dir = tempdir("tracer");
+        let json = dir.join("report.json");
+        let mut cmd = Command::new(bin());
+        cmd.arg("record")
+            .args(args)
+            .arg("--json")
+            .arg(&json)
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn("close-wait", &mut cmd);
+        let (stderr, stderr_seen) = reader(proc.child.stderr.take().unwrap());
+        let t = Tracer {
+            proc,
+            stderr,
+            stderr_seen,
+            dir,
+            json,
+        };
+        t.wait_stderr("close-wait: tracing", Duration::from_secs(60));
+        t
+    }
+
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "close-wait: no '{needle}' on stderr within {timeout:?}; stderr: {:?}; stdout: {:?}",
+                    self.stderr_seen.lock().unwrap(),
+                    self.proc.seen.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// SIGINT, wait, and read what it reported.
+    pub fn stop(mut self) -> Finished {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGINT) };
+        let status = self.proc.wait(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(50));
+        let stdout = self.proc.seen.lock().unwrap().join("\n");
+        let stderr = self.stderr_seen.lock().unwrap().join("\n");
+        let text = std::fs::read_to_string(&self.json).unwrap_or_else(|e| {
+            panic!(
+                "no JSON report at {}: {e}; stderr: {stderr}",
+                self.json.display()
+            )
+        });
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("report is not JSON: {e}: {text}"));
+        assert_eq!(json["schema"], "close-wait.report.v1");
+        Finished {
+            status,
+            stdout,
+            stderr,
+            json,
+        }
+    }
+}
+
+/// Entries of `json[key]` whose local and remote are these.
+pub fn find<'a>(json: &'a Value, key: &str, local: &str, remote: &str) -> Vec<&'a Value> {
+    json[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("report has no '{key}' array: {json}"))
+        .iter()
+        .filter(|e| e["local"] == local && e["remote"] == remote)
+        .collect()
+}
+
+/// The one entry of `json[key]` for this 4-tuple.
+pub fn one<'a>(json: &'a Value, key: &str, local: &str, remote: &str) -> &'a Value {
+    let v = find(json, key, local, remote);
+    assert_eq!(
+        v.len(),
+        1,
+        "expected one '{key}' entry for {local} <- {remote}, found {}: {}",
+        v.len(),
+        serde_json::to_string_pretty(&json[key]).unwrap()
+    );
+    v[0]
+}
+
+/// Polls `f` until it returns Some, at most `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// State of a TCP socket by 4-tuple from `ss` (e.g. "CLOSE-WAIT").
+pub fn socket_state(local: &str, remote: &str) -> Option<String> {
+    let out = Command::new("ss")
+        .args(["-tanH"])
+        .output()
+        .expect("ss (iproute2) is needed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let norm = |s: &str| s.replace("[::ffff:", "").replace(['[', ']'], "");
+    text.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.len() >= 5 && norm(w[3]) == norm(local) && norm(w[4]) == norm(remote))
+            .then(|| w[0].to_string())
+    })
+}

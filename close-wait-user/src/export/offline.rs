@@ -1,0 +1,618 @@
+//! `close-wait report FILE... [--merge]`: a human summary of recorded
+//! outputs, without tracing anything.
+//!
+//! Inputs are JSON reports (schema [`REPORT_SCHEMA`]) and interval logs
+//! (`.hlog`). A JSON report gives per-tag percentiles, the stuck sockets and
+//! the counters; an interval log gives per-tag histograms, merged here over
+//! its intervals. With `--merge`, the histograms of every interval log are
+//! added up per tag (exact: HdrHistograms add). JSON reports only hold
+//! percentiles, which cannot be combined exactly, so they stay listed per
+//! file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+
+use super::hlog::{parse_hlog, HlogInterval};
+use crate::histograms::{new_histogram, tag_order, HistSummary};
+
+/// Schema name of the JSON reports this reader understands.
+pub const REPORT_SCHEMA: &str = "close-wait.report.v1";
+
+/// Errors while reading recorded outputs. Each names the file, and the line
+/// where the input is broken.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("no input files: give one or more JSON reports or .hlog interval logs")]
+    NoInput,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {} JSON report: {source}", if source.is_eof() { "truncated" } else { "invalid" })]
+    Json {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: schema is '{found}', expected '{REPORT_SCHEMA}' (is it a close-wait JSON report of this version?)")]
+    Schema { path: PathBuf, found: String },
+    #[error("{path}:{line}: not an interval log line (expected a comment or Tag=..,start,length,max,payload)")]
+    HlogSyntax { path: PathBuf, line: usize },
+    #[error("{path}:{line}: truncated line (was the writer killed? every line before it is complete)")]
+    HlogTruncated { path: PathBuf, line: usize },
+    #[error("{path}:{line}: histogram payload is not base64: {source}")]
+    HlogBase64 {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("{path}:{line}: histogram payload cannot be decoded: {source}")]
+    HlogPayload {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: hdrhistogram::serialization::DeserializeError,
+    },
+    #[error("{path}: cannot add up histograms of tag '{tag}': {source}")]
+    Merge {
+        path: PathBuf,
+        tag: String,
+        #[source]
+        source: hdrhistogram::AdditionError,
+    },
+}
+
+#[derive(Deserialize)]
+struct SchemaOnly {
+    schema: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonReport {
+    #[serde(default)]
+    histograms: Vec<HistSummary>,
+    #[serde(default)]
+    counters: BTreeMap<String, u64>,
+    #[serde(default)]
+    stuck: Vec<StuckSocket>,
+}
+
+#[derive(Deserialize)]
+struct StuckSocket {
+    local: String,
+    remote: String,
+    age_ms: u64,
+    #[serde(default)]
+    holders: Vec<Holder>,
+    #[serde(default)]
+    diagnosis: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Holder {
+    pid: u32,
+    comm: String,
+}
+
+fn json_error(path: &Path, source: serde_json::Error) -> OfflineError {
+    OfflineError::Json {
+        path: path.to_path_buf(),
+        line: source.line(),
+        column: source.column(),
+        source,
+    }
+}
+
+fn read_json(path: &Path, bytes: &[u8]) -> Result<JsonReport, OfflineError> {
+    let head: SchemaOnly = serde_json::from_slice(bytes).map_err(|e| json_error(path, e))?;
+    match head.schema.as_deref() {
+        Some(REPORT_SCHEMA) => {}
+        other => {
+            return Err(OfflineError::Schema {
+                path: path.to_path_buf(),
+                found: other.unwrap_or("(missing)").to_owned(),
+            })
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| json_error(path, e))
+}
+
+/// Whether `path` holds a JSON report (by extension, else by a leading `{`).
+fn is_json(path: &Path, bytes: &[u8]) -> bool {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => true,
+        Some("hlog") => false,
+        _ => bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{'),
+    }
+}
+
+/// A duration in microseconds with about 3 significant digits and a unit.
+pub fn fmt_us(us: u64) -> String {
+    let f = us as f64;
+    let sig3 = |v: f64, unit: &str| {
+        if v < 10.0 {
+            format!("{v:.2}{unit}")
+        } else if v < 100.0 {
+            format!("{v:.1}{unit}")
+        } else {
+            format!("{v:.0}{unit}")
+        }
+    };
+    if us < 1_000 {
+        format!("{us}us")
+    } else if us < 1_000_000 {
+        sig3(f / 1e3, "ms")
+    } else if us < 60_000_000 {
+        sig3(f / 1e6, "s")
+    } else if us < 3_600_000_000 {
+        let s = (us + 500_000) / 1_000_000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let m = (us + 30_000_000) / 60_000_000;
+        format!("{}h{:02}m", m / 60, m % 60)
+    }
+}
+
+fn render_table(out: &mut String, rows: &[HistSummary]) {
+    let w = rows.iter().map(|r| r.tag.len()).max().unwrap_or(0).max(3);
+    let _ = writeln!(
+        out,
+        "    {:<w$} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "tag", "count", "min", "p50", "p90", "p99", "p99.9", "max", "mean"
+    );
+    for r in rows {
+        if r.count == 0 {
+            let _ = writeln!(out, "    {:<w$} {:>9}", r.tag, 0);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "    {:<w$} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            r.tag,
+            r.count,
+            fmt_us(r.min_us),
+            fmt_us(r.p50_us),
+            fmt_us(r.p90_us),
+            fmt_us(r.p99_us),
+            fmt_us(r.p999_us),
+            fmt_us(r.max_us),
+            fmt_us(r.mean_us.round() as u64),
+        );
+    }
+}
+
+const TABLE_NOTE: &str =
+    "CLOSE_WAIT durations of closed sockets; 'open' = ages of sockets still in CLOSE_WAIT";
+
+fn diagnosis_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => ["summary", "message", "text", "kind"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| v.to_string()),
+        other => other.to_string(),
+    }
+}
+
+fn render_json(out: &mut String, path: &Path, r: &JsonReport) {
+    let _ = writeln!(out, "{} (JSON report, {REPORT_SCHEMA})", path.display());
+    if r.histograms.is_empty() {
+        let _ = writeln!(out, "  histograms: none");
+    } else {
+        let _ = writeln!(out, "  histograms ({TABLE_NOTE}):");
+        let mut rows = r.histograms.clone();
+        rows.sort_by(|a, b| tag_order(&a.tag).cmp(&tag_order(&b.tag)));
+        render_table(out, &rows);
+    }
+    let _ = writeln!(out, "  stuck sockets: {}", r.stuck.len());
+    let mut stuck: Vec<&StuckSocket> = r.stuck.iter().collect();
+    stuck.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+    for s in stuck {
+        let holders = if s.holders.is_empty() {
+            "no holder found".to_owned()
+        } else {
+            let h: Vec<String> = s
+                .holders
+                .iter()
+                .map(|h| format!("{} {}", h.pid, h.comm))
+                .collect();
+            format!("held by {}", h.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "    {} <- {}  in CLOSE_WAIT for {}  {holders}",
+            s.local,
+            s.remote,
+            fmt_us(s.age_ms.saturating_mul(1000))
+        );
+        if let Some(d) = s.diagnosis.as_ref().filter(|d| !d.is_null()) {
+            let _ = writeln!(out, "      diagnosis: {}", diagnosis_text(d));
+        }
+    }
+    if r.counters.is_empty() {
+        let _ = writeln!(out, "  counters: none");
+    } else {
+        let _ = writeln!(out, "  counters:");
+        let w = r.counters.keys().map(String::len).max().unwrap_or(0);
+        for (k, v) in &r.counters {
+            let _ = writeln!(out, "    {k:<w$} {v:>12}");
+        }
+    }
+}
+
+/// Adds the intervals of one log into `merged`, per tag (untagged lines
+/// under `(untagged)`).
+fn merge_intervals(
+    path: &Path,
+    intervals: &[HlogInterval],
+    merged: &mut BTreeMap<String, Histogram<u64>>,
+) -> Result<(), OfflineError> {
+    for i in intervals {
+        let tag = i.tag.as_deref().unwrap_or("(untagged)");
+        let h = merged
+            .entry(tag.to_owned())
+            .or_insert_with(new_histogram);
+        h.add(&i.hist).map_err(|source| OfflineError::Merge {
+            path: path.to_path_buf(),
+            tag: tag.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn summaries(merged: &BTreeMap<String, Histogram<u64>>) -> Vec<HistSummary> {
+    let mut rows: Vec<HistSummary> = merged
+        .iter()
+        .map(|(t, h)| HistSummary::from_histogram(t, h))
+        .collect();
+    rows.sort_by(|a, b| tag_order(&a.tag).cmp(&tag_order(&b.tag)));
+    rows
+}
+
+/// Number of distinct interval start times and the time they span.
+fn span(intervals: &[HlogInterval]) -> (usize, f64) {
+    let mut starts: Vec<f64> = intervals.iter().map(|i| i.start_s).collect();
+    starts.sort_by(f64::total_cmp);
+    starts.dedup();
+    let first = starts.first().copied().unwrap_or(0.0);
+    let end = intervals
+        .iter()
+        .map(|i| i.start_s + i.dur_s)
+        .fold(first, f64::max);
+    (starts.len(), end - first)
+}
+
+fn render_hlog(out: &mut String, title: &str, intervals: &[HlogInterval], rows: &[HistSummary]) {
+    let (n, secs) = span(intervals);
+    let _ = writeln!(out, "{title} ({n} intervals over {secs:.1} s)");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  histograms: none");
+    } else {
+        let _ = writeln!(out, "  histograms, all intervals added ({TABLE_NOTE}):");
+        render_table(out, rows);
+    }
+}
+
+enum Input {
+    Json(JsonReport),
+    Hlog(Vec<HlogInterval>),
+}
+
+fn load(path: &Path) -> Result<Input, OfflineError> {
+    let bytes = std::fs::read(path).map_err(|source| OfflineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if is_json(path, &bytes) {
+        Ok(Input::Json(read_json(path, &bytes)?))
+    } else {
+        Ok(Input::Hlog(parse_hlog(path, &bytes)?))
+    }
+}
+
+/// Reads every file in `paths` (JSON reports and interval logs) and returns
+/// a printable summary. With `merge`, interval logs are added up per tag
+/// into one table; JSON reports are always listed per file.
+pub fn report(paths: &[PathBuf], merge: bool) -> Result<String, OfflineError> {
+    if paths.is_empty() {
+        return Err(OfflineError::NoInput);
+    }
+    let mut inputs = Vec::with_capacity(paths.len());
+    for p in paths {
+        inputs.push((p.as_path(), load(p)?));
+    }
+    let mut out = String::new();
+    if merge {
+        let logs: Vec<(&Path, &Vec<HlogInterval>)> = inputs
+            .iter()
+            .filter_map(|(p, i)| match i {
+                Input::Hlog(iv) => Some((*p, iv)),
+                Input::Json(_) => None,
+            })
+            .collect();
+        if !logs.is_empty() {
+            let mut merged = BTreeMap::new();
+            let mut all = Vec::new();
+            for (p, iv) in &logs {
+                merge_intervals(p, iv, &mut merged)?;
+                all.extend(iv.iter().cloned());
+            }
+            let names: Vec<String> = logs.iter().map(|(p, _)| p.display().to_string()).collect();
+            let title = format!("merged {} interval logs: {}", logs.len(), names.join(", "));
+            render_hlog(&mut out, &title, &all, &summaries(&merged));
+        }
+        if inputs.iter().any(|(_, i)| matches!(i, Input::Json(_))) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let _ = writeln!(
+                out,
+                "note: JSON reports hold percentiles, which cannot be merged exactly; listed per file"
+            );
+        }
+    }
+    for (p, input) in &inputs {
+        match input {
+            Input::Json(r) => {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                render_json(&mut out, p, r);
+            }
+            Input::Hlog(iv) if !merge => {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                let mut merged = BTreeMap::new();
+                merge_intervals(p, iv, &mut merged)?;
+                render_hlog(&mut out, &p.display().to_string(), iv, &summaries(&merged));
+            }
+            Input::Hlog(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::atomic::tests::TempDir;
+    use crate::export::hlog::HlogWriter;
+    use crate::histograms::Histograms;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn write_log(path: &Path, comm: &str, values_us: &[u64]) {
+        let mut hs = Histograms::new();
+        let mut w = HlogWriter::create(path, UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .unwrap();
+        let (a, b) = values_us.split_at(values_us.len() / 2);
+        for v in a {
+            hs.record_closed(comm, 8080, *v);
+        }
+        w.write_interval(Duration::ZERO, Duration::from_secs(5), &hs.take_interval())
+            .unwrap();
+        for v in b {
+            hs.record_closed(comm, 8080, *v);
+        }
+        hs.set_open_ages(&[90_000_000]);
+        w.write_interval(
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            &hs.take_interval(),
+        )
+        .unwrap();
+    }
+
+    fn row<'a>(text: &'a str, tag: &str) -> Vec<&'a str> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(tag))
+            .unwrap_or_else(|| panic!("no row {tag} in:\n{text}"))
+            .split_whitespace()
+            .collect()
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(fmt_us(0), "0us");
+        assert_eq!(fmt_us(999), "999us");
+        assert_eq!(fmt_us(1_234), "1.23ms");
+        assert_eq!(fmt_us(12_345), "12.3ms");
+        assert_eq!(fmt_us(123_456), "123ms");
+        assert_eq!(fmt_us(2_500_000), "2.50s");
+        assert_eq!(fmt_us(125_000_000), "2m05s");
+        assert_eq!(fmt_us(89_980_000), "1m30s");
+        assert_eq!(fmt_us(3_720_000_000), "1h02m");
+    }
+
+    #[test]
+    fn hlog_round_trip_counts_and_percentiles() {
+        let d = TempDir::new("offline-rt");
+        let p = d.0.join("a.hlog");
+        let values: Vec<u64> = (1..=1000).collect();
+        write_log(&p, "nginx", &values);
+        let text = report(&[p.clone()], false).unwrap();
+        assert!(text.starts_with(&format!("{} (2 intervals over 10.0 s)", p.display())), "{text}");
+        // tag count min p50 p90 p99 p99.9 max mean
+        assert_eq!(
+            row(&text, "all"),
+            ["all", "1000", "1us", "500us", "900us", "990us", "999us", "1.00ms", "501us"]
+        );
+        assert_eq!(row(&text, "comm:nginx")[1], "1000");
+        assert_eq!(row(&text, "port:8080")[1], "1000");
+        assert_eq!(row(&text, "open")[1..3], ["1", "1m30s"]);
+        // open comes last
+        let last = text.lines().last().unwrap();
+        assert!(last.trim_start().starts_with("open"), "{text}");
+    }
+
+    #[test]
+    fn merge_adds_logs_per_tag() {
+        let d = TempDir::new("offline-merge");
+        let a = d.0.join("a.hlog");
+        let b = d.0.join("b.hlog");
+        write_log(&a, "nginx", &[1_000, 2_000]);
+        write_log(&b, "redis", &[3_000_000, 4_000_000, 5_000_000, 6_000_000]);
+        let text = report(&[a.clone(), b.clone()], true).unwrap();
+        assert!(text.starts_with("merged 2 interval logs: "), "{text}");
+        assert_eq!(row(&text, "all")[1], "6");
+        assert_eq!(row(&text, "all")[7], "6.00s");
+        assert_eq!(row(&text, "comm:nginx")[1], "2");
+        assert_eq!(row(&text, "comm:redis")[1], "4");
+        assert_eq!(row(&text, "open")[1], "2");
+        assert!(!text.contains("JSON"), "{text}");
+
+        // without --merge each log has its own table
+        let text = report(&[a, b], false).unwrap();
+        assert_eq!(text.matches("(2 intervals over 10.0 s)").count(), 2, "{text}");
+    }
+
+    fn sample_json() -> String {
+        serde_json::json!({
+            "schema": "close-wait.report.v1",
+            "histograms": [
+                {"tag": "port:80", "count": 2, "min_us": 5, "p50_us": 5, "p90_us": 9,
+                 "p99_us": 9, "p999_us": 9, "max_us": 9, "mean_us": 7.0},
+                {"tag": "all", "count": 2, "min_us": 5, "p50_us": 5, "p90_us": 9,
+                 "p99_us": 9, "p999_us": 9, "max_us": 9, "mean_us": 7.0}
+            ],
+            "counters": {"entered": 7, "lost_events": 0},
+            "stuck": [
+                {"local": "127.0.0.1:8080", "remote": "127.0.0.1:40000", "age_ms": 61000,
+                 "holders": [{"pid": 42, "comm": "server", "fd": 7}],
+                 "diagnosis": {"kind": "never_read", "summary": "request never read"}},
+                {"local": "127.0.0.1:8080", "remote": "127.0.0.1:40002", "age_ms": 5000,
+                 "holders": [], "diagnosis": null}
+            ],
+            "future_field": true
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn json_report_summary() {
+        let d = TempDir::new("offline-json");
+        let p = d.0.join("r.json");
+        std::fs::write(&p, sample_json()).unwrap();
+        let text = report(&[p], false).unwrap();
+        assert!(text.contains("(JSON report, close-wait.report.v1)"), "{text}");
+        assert_eq!(
+            row(&text, "all"),
+            ["all", "2", "5us", "5us", "9us", "9us", "9us", "9us", "7us"]
+        );
+        // all sorts before port:80 although it came second
+        assert!(text.find("    all").unwrap() < text.find("    port:80").unwrap());
+        assert!(text.contains("stuck sockets: 2"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:8080 <- 127.0.0.1:40000  in CLOSE_WAIT for 1m01s  held by 42 server"),
+            "{text}"
+        );
+        assert!(text.contains("diagnosis: request never read"), "{text}");
+        assert!(text.contains("no holder found"), "{text}");
+        assert_eq!(row(&text, "entered"), ["entered", "7"]);
+    }
+
+    #[test]
+    fn merge_with_json_says_it_cannot() {
+        let d = TempDir::new("offline-mixed");
+        let j = d.0.join("r.json");
+        std::fs::write(&j, sample_json()).unwrap();
+        let h = d.0.join("a.hlog");
+        write_log(&h, "x", &[10, 20]);
+        let text = report(&[j, h], true).unwrap();
+        assert!(text.contains("cannot be merged exactly"), "{text}");
+        assert!(text.contains("merged 1 interval logs"), "{text}");
+        assert!(text.contains("(JSON report"), "{text}");
+    }
+
+    #[test]
+    fn garbage_json_names_file_line_and_column() {
+        let d = TempDir::new("offline-garbage");
+        let p = d.0.join("bad.json");
+        std::fs::write(&p, "{\n  \"schema\": \"close-wait.report.v1\",\n  \"stuck\": [oops]\n}\n")
+            .unwrap();
+        let e = report(&[p], false).unwrap_err();
+        assert!(
+            matches!(e, OfflineError::Json { line: 3, column: 13, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("bad.json:3:13: invalid JSON report"), "{e}");
+    }
+
+    #[test]
+    fn truncated_json_is_reported_as_truncated() {
+        let d = TempDir::new("offline-trunc-json");
+        let p = d.0.join("cut.json");
+        let full = sample_json();
+        std::fs::write(&p, &full[..full.len() / 2]).unwrap();
+        let e = report(&[p], false).unwrap_err();
+        assert!(matches!(e, OfflineError::Json { line: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("cut.json:1:"), "{e}");
+        assert!(e.to_string().contains("truncated JSON report"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_schema_are_errors() {
+        let d = TempDir::new("offline-schema");
+        let p = d.0.join("other.json");
+        std::fs::write(&p, r#"{"schema": "something.else"}"#).unwrap();
+        let e = report(std::slice::from_ref(&p), false).unwrap_err();
+        assert!(matches!(e, OfflineError::Schema { ref found, .. } if found == "something.else"));
+        std::fs::write(&p, r#"{"stuck": []}"#).unwrap();
+        let e = report(std::slice::from_ref(&p), false).unwrap_err();
+        assert!(matches!(e, OfflineError::Schema { ref found, .. } if found == "(missing)"));
+        std::fs::write(
+            &p,
+            "{\"schema\": \"close-wait.report.v1\",\n\"counters\": {\"x\": -1}}",
+        )
+        .unwrap();
+        let e = report(&[p], false).unwrap_err();
+        assert!(matches!(e, OfflineError::Json { line: 2, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn truncated_hlog_names_file_and_line() {
+        let d = TempDir::new("offline-trunc-hlog");
+        let p = d.0.join("t.hlog");
+        write_log(&p, "x", &[10, 20, 30, 40]);
+        let full = std::fs::read(&p).unwrap();
+        let cut = &full[..full.len() - 10];
+        std::fs::write(&p, cut).unwrap();
+        let line = cut.iter().filter(|&&b| b == b'\n').count() + 1;
+        let e = report(&[p], false).unwrap_err();
+        assert!(
+            matches!(e, OfflineError::HlogTruncated { line: l, .. } if l == line),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&format!("t.hlog:{line}: truncated")), "{e}");
+    }
+
+    #[test]
+    fn sniffs_kind_without_extension_and_reports_missing_files() {
+        let d = TempDir::new("offline-sniff");
+        let j = d.0.join("report");
+        std::fs::write(&j, format!("  {}", sample_json())).unwrap();
+        assert!(report(&[j], false).unwrap().contains("(JSON report"));
+        let h = d.0.join("log");
+        write_log(&h, "x", &[10, 20]);
+        assert!(report(&[h], false).unwrap().contains("(2 intervals"));
+        let missing = d.0.join("missing.hlog");
+        let e = report(&[missing], false).unwrap_err();
+        assert!(matches!(e, OfflineError::Read { .. }), "{e:?}");
+        assert!(e.to_string().contains("missing.hlog"), "{e}");
+        assert!(matches!(report(&[], false), Err(OfflineError::NoInput)));
+    }
+}

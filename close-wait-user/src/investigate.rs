@@ -1,0 +1,421 @@
+//! Report-time investigation of sockets still in CLOSE_WAIT: age, holders,
+//! the call that created them (and its stack), the listener of unaccepted
+//! ones, what the owning threads do, and a diagnosis per group.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::SocketAddr,
+    path::Path,
+    time::Duration,
+};
+
+use close_wait_common::{origin, tcp_state, FdOrigin};
+
+use crate::{
+    addr,
+    cli::Filters,
+    diagnosis::{self, Diagnosis, Evidence},
+    events::comm_str,
+    report::{GroupOut, ListenerOut, StuckOut, TaskRef},
+    sockets::{self, Holder, TcpSocket},
+    stacks::{self, Symbolizer},
+    threads,
+};
+
+/// Lookups into what the kernel side recorded at connect()/accept().
+pub trait Origins {
+    fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin>;
+    fn stack(&self, id: i32) -> Vec<u64>;
+}
+
+/// For `snapshot`: nothing was traced.
+pub struct NoOrigins;
+
+impl Origins for NoOrigins {
+    fn fd_origin(&self, _: u32, _: u32) -> Option<FdOrigin> {
+        None
+    }
+    fn stack(&self, _: i32) -> Vec<u64> {
+        Vec::new()
+    }
+}
+
+pub type Tuple = (SocketAddr, SocketAddr);
+
+/// What tracing knows about sockets in CLOSE_WAIT.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// (local, remote) -> monotonic CLOSE_WAIT entry time.
+    pub entered: HashMap<Tuple, u64>,
+    /// Sockets already in CLOSE_WAIT when the tracer attached.
+    pub preexisting: HashSet<Tuple>,
+    /// Monotonic time of attach (None for a snapshot).
+    pub attach_ns: Option<u64>,
+    pub now_ns: u64,
+}
+
+pub struct Options<'a> {
+    pub threshold: Duration,
+    pub filters: &'a Filters,
+    pub kernel_stacks: bool,
+}
+
+pub struct Findings {
+    pub stuck: Vec<StuckOut>,
+    pub groups: Vec<GroupOut>,
+    /// Sockets in CLOSE_WAIT now that pass the filters.
+    pub close_wait_now: u64,
+    /// Ages (us) of every socket in CLOSE_WAIT now, for the "open" histogram.
+    pub open_ages_us: Vec<u64>,
+}
+
+pub fn tuple(s: &TcpSocket) -> Tuple {
+    (addr::normalize(s.local), addr::normalize(s.remote))
+}
+
+/// Does the cgroup v2 path of `pid` lie under `want`?
+pub fn in_cgroup(pid: u32, want: &Path) -> bool {
+    let Some(info) = sockets::process_info(pid) else {
+        return false;
+    };
+    let want = want
+        .strip_prefix("/sys/fs/cgroup")
+        .unwrap_or(want)
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
+    let have = info.cgroup.trim_start_matches('/');
+    want.is_empty() || have == want || have.starts_with(&format!("{want}/"))
+}
+
+/// Does a process pass the -p / --cgroup filters?
+pub fn pid_kept(f: &Filters, pid: u32) -> bool {
+    (f.pids.is_empty() || f.pids.contains(&pid))
+        && f.cgroup.as_deref().is_none_or(|c| in_cgroup(pid, c))
+}
+
+pub fn ports_kept(f: &Filters, local: SocketAddr, remote: SocketAddr) -> bool {
+    (f.lports.is_empty() || f.lports.contains(&local.port()))
+        && (f.dports.is_empty() || f.dports.contains(&remote.port()))
+}
+
+fn listener_for<'a>(table: &'a [TcpSocket], local: SocketAddr) -> Option<&'a TcpSocket> {
+    let ip = addr::unmap(local.ip());
+    table
+        .iter()
+        .filter(|l| l.state == tcp_state::LISTEN && l.local.port() == local.port())
+        .find(|l| {
+            let lip = addr::unmap(l.local.ip());
+            lip == ip || lip.is_unspecified()
+        })
+}
+
+struct Created {
+    pid: u32,
+    origin: FdOrigin,
+    creator_holds: bool,
+}
+
+/// Finds the accept()/connect() that created a holder's descriptor: the
+/// holder's own, or (inherited across fork) an ancestor's with the same fd.
+fn find_creator(holders: &[Holder], origins: &dyn Origins) -> Option<Created> {
+    for h in holders {
+        if let Some(o) = origins.fd_origin(h.pid, h.fd) {
+            return Some(Created {
+                pid: h.pid,
+                origin: o,
+                creator_holds: o.closed_ns == 0,
+            });
+        }
+    }
+    for h in holders {
+        let mut pid = h.pid;
+        for _ in 0..4 {
+            let Some(ppid) = sockets::process_info(pid).map(|i| i.ppid) else {
+                break;
+            };
+            if ppid <= 1 {
+                break;
+            }
+            if let Some(o) = origins.fd_origin(ppid, h.fd) {
+                let holds = o.closed_ns == 0 && holders.iter().any(|x| x.pid == ppid);
+                return Some(Created {
+                    pid: ppid,
+                    origin: o,
+                    creator_holds: holds,
+                });
+            }
+            pid = ppid;
+        }
+    }
+    None
+}
+
+fn peer_key(origin_kind: &str, remote: SocketAddr) -> String {
+    if origin_kind == "accept" {
+        remote.ip().to_string()
+    } else {
+        remote.to_string()
+    }
+}
+
+fn live_to_peer(table: &[TcpSocket], origin_kind: &str, remote: SocketAddr) -> usize {
+    table
+        .iter()
+        .filter(|s| s.state == tcp_state::ESTABLISHED)
+        .filter(|s| {
+            let r = addr::normalize(s.remote);
+            if origin_kind == "accept" {
+                r.ip() == remote.ip()
+            } else {
+                r == remote
+            }
+        })
+        .count()
+}
+
+/// Looks at every CLOSE_WAIT socket of `table` (which should also hold the
+/// LISTEN and ESTABLISHED sockets) and returns the stuck ones, grouped.
+pub fn investigate(
+    table: &[TcpSocket],
+    known: &Known,
+    opts: &Options<'_>,
+    origins: &dyn Origins,
+    symbolizer: &mut Symbolizer,
+) -> Findings {
+    let cw: Vec<&TcpSocket> = table
+        .iter()
+        .filter(|s| s.state == tcp_state::CLOSE_WAIT)
+        .filter(|s| ports_kept(opts.filters, s.local, s.remote))
+        .collect();
+    let mut inodes: HashSet<u64> = cw.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+    let listeners: Vec<&TcpSocket> = cw
+        .iter()
+        .filter(|s| s.inode == 0)
+        .filter_map(|s| listener_for(table, s.local))
+        .collect();
+    inodes.extend(listeners.iter().map(|l| l.inode).filter(|&i| i != 0));
+    let holders = sockets::socket_holders(&inodes);
+    let no_holders = Vec::new();
+
+    let mut stuck = Vec::new();
+    let mut open_ages_us = Vec::new();
+    let mut close_wait_now = 0;
+    let mut group_pids: BTreeMap<usize, Option<u32>> = BTreeMap::new();
+    for s in cw {
+        let t = tuple(s);
+        let (local, remote) = t;
+        let listener = if s.inode == 0 {
+            listener_for(table, s.local)
+        } else {
+            None
+        };
+        let sock_holders = holders.get(&s.inode).unwrap_or(&no_holders);
+        let listener_holders = listener
+            .and_then(|l| holders.get(&l.inode))
+            .unwrap_or(&no_holders);
+        let owners = if s.inode == 0 {
+            listener_holders
+        } else {
+            sock_holders
+        };
+        if !opts.filters.pids.is_empty() || opts.filters.cgroup.is_some() {
+            if !owners.iter().any(|h| pid_kept(opts.filters, h.pid)) {
+                continue;
+            }
+        }
+        close_wait_now += 1;
+        let estimated_ms = s.last_ack_recv_ms.map(u64::from);
+        let (age_ms, since_attach, age_estimated) = if let Some(&e) = known.entered.get(&t) {
+            (known.now_ns.saturating_sub(e) / 1_000_000, false, false)
+        } else if known.preexisting.contains(&t) {
+            let attached = known
+                .attach_ns
+                .map(|a| known.now_ns.saturating_sub(a) / 1_000_000)
+                .unwrap_or(0);
+            (attached.max(estimated_ms.unwrap_or(0)), true, false)
+        } else {
+            (estimated_ms.unwrap_or(0), known.attach_ns.is_none(), true)
+        };
+        open_ages_us.push(age_ms.saturating_mul(1000));
+        if age_ms < opts.threshold.as_millis() as u64 {
+            continue;
+        }
+        let created = find_creator(sock_holders, origins);
+        // Untraced descriptors: a listener on the local port means the
+        // socket was accepted; otherwise nothing is claimed.
+        let origin_kind = match &created {
+            Some(c) if c.origin.kind == origin::ACCEPT => "accept",
+            Some(c) if c.origin.kind == origin::CONNECT => "connect",
+            _ if s.inode == 0 || listener_for(table, s.local).is_some() => "accept",
+            _ => "unknown",
+        };
+        let unread = u64::from(s.unread_data_bytes().unwrap_or(0));
+        let evidence = Evidence {
+            unaccepted: s.inode == 0,
+            unread_bytes: unread,
+            eof_unread: s.eof_unread(),
+            creator_let_go: created.as_ref().is_some_and(|c| !c.creator_holds),
+            holders: sock_holders.len(),
+            peer_live_connections: Some(live_to_peer(table, origin_kind, remote)),
+        };
+        let d = diagnosis::diagnose(&evidence);
+        let (stack, stack_note, kernel_stack) = match &created {
+            Some(c) => {
+                let addrs = origins.stack(c.origin.user_stack);
+                // The creator may be gone (fork inheritance): its children
+                // map the same binary.
+                let sym_pid = if sockets::process_info(c.pid).is_some() {
+                    c.pid
+                } else {
+                    sock_holders.first().map(|h| h.pid).unwrap_or(c.pid)
+                };
+                let frames = symbolizer.user(sym_pid, &addrs);
+                let note = if c.origin.user_stack < 0 {
+                    Some(format!(
+                        "user stack not captured (bpf_get_stackid error {})",
+                        c.origin.user_stack
+                    ))
+                } else {
+                    stacks::stack_note(&frames)
+                };
+                let kframes = if opts.kernel_stacks {
+                    symbolizer
+                        .kernel(&origins.stack(c.origin.kernel_stack))
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (
+                    frames.iter().map(|f| f.to_string()).collect(),
+                    note,
+                    kframes,
+                )
+            }
+            None => (
+                Vec::new(),
+                Some(if s.inode == 0 {
+                    "never accepted: no accept() stack exists".to_string()
+                } else {
+                    "no stack: the descriptor was created before close-wait attached, or not by connect()/accept()".to_string()
+                }),
+                Vec::new(),
+            ),
+        };
+        let group_pid = created
+            .as_ref()
+            .map(|c| c.pid)
+            .or_else(|| owners.first().map(|h| h.pid));
+        group_pids.insert(stuck.len(), group_pid);
+        stuck.push(StuckOut {
+            local: local.to_string(),
+            remote: remote.to_string(),
+            age_ms,
+            since_attach,
+            age_estimated,
+            unread_bytes: unread,
+            eof_unread: s.eof_unread(),
+            inode: s.inode,
+            holders: sock_holders.clone(),
+            origin: origin_kind.to_string(),
+            origin_task: created.as_ref().map(|c| TaskRef {
+                pid: c.pid,
+                tid: c.origin.tid,
+                comm: comm_str(&c.origin.comm),
+            }),
+            stack,
+            stack_note,
+            kernel_stack,
+            listener: listener.map(|l| ListenerOut {
+                local: addr::normalize(l.local).to_string(),
+                holders: listener_holders.clone(),
+                accept_queue: l.rx_queue,
+                backlog: l.tx_queue,
+            }),
+            diagnosis: d.as_str().to_string(),
+            evidence: diagnosis::explain(d, &evidence),
+        });
+    }
+    let groups = group(&stuck, &group_pids);
+    Findings {
+        stuck,
+        groups,
+        close_wait_now,
+        open_ages_us,
+    }
+}
+
+fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOut> {
+    let mut groups: Vec<GroupOut> = Vec::new();
+    let mut index: HashMap<(String, Option<u32>, String, String), usize> = HashMap::new();
+    for (i, s) in stuck.iter().enumerate() {
+        let pid = pids.get(&i).copied().flatten();
+        let remote: SocketAddr = s.remote.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
+        let peer = peer_key(&s.origin, remote);
+        let top = s.stack.first().cloned().unwrap_or_default();
+        let key = (s.diagnosis.clone(), pid, top, peer.clone());
+        match index.get(&key) {
+            Some(&g) => {
+                let g = &mut groups[g];
+                g.count += 1;
+                g.oldest_age_ms = g.oldest_age_ms.max(s.age_ms);
+                g.unread_bytes += s.unread_bytes;
+            }
+            None => {
+                index.insert(key, groups.len());
+                let comm = s
+                    .origin_task
+                    .as_ref()
+                    .map(|t| t.comm.clone())
+                    .or_else(|| s.holders.first().map(|h| h.comm.clone()))
+                    .or_else(|| {
+                        s.listener
+                            .as_ref()
+                            .and_then(|l| l.holders.first().map(|h| h.comm.clone()))
+                    })
+                    .unwrap_or_default();
+                groups.push(GroupOut {
+                    diagnosis: s.diagnosis.clone(),
+                    count: 1,
+                    pid,
+                    comm,
+                    peer,
+                    oldest_age_ms: s.age_ms,
+                    unread_bytes: s.unread_bytes,
+                    stack: s.stack.clone(),
+                    threads: None,
+                    evidence: s.evidence.clone(),
+                });
+            }
+        }
+    }
+    for g in &mut groups {
+        if let Some(pid) = g.pid {
+            let t = threads::threads_of(pid);
+            if !t.is_empty() {
+                g.threads = Some(threads::summarize(pid, &t));
+            }
+        }
+        let d = g.diagnosis.as_str();
+        if g.count > 1 {
+            g.evidence = format!("{} sockets: {}", g.count, g.evidence);
+        }
+        if d == Diagnosis::Unaccepted.as_str() {
+            if let Some(l) = stuck
+                .iter()
+                .find(|s| s.diagnosis == d && s.listener.is_some())
+                .and_then(|s| s.listener.as_ref())
+            {
+                g.evidence = format!(
+                    "{}; listener {} accept queue {}/{}",
+                    g.evidence, l.local, l.accept_queue, l.backlog
+                );
+            }
+        }
+    }
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_age_ms.cmp(&a.oldest_age_ms)));
+    groups
+}

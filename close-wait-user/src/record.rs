@@ -1,0 +1,481 @@
+//! `close-wait record`: attach, stream events, keep histograms, checkpoint
+//! the exports every interval, and report the stuck sockets at the end.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    cli::RecordArgs,
+    clock::{self, WallClock},
+    events::{self, Record},
+    export::{atomic, hgrm, hlog::HlogWriter, prometheus},
+    histograms::Histograms,
+    investigate::{self, Known, Origins},
+    loader::{self, KernelCounters, Tracer},
+    report::{self, ClosedLateOut, Counters, EpisodeOut, Report, TaskRef},
+    sockets,
+    stacks::Symbolizer,
+    tracker::{Episode, Tracker},
+};
+
+/// Exit status when --fail-on-stuck finds stuck sockets.
+pub const EXIT_STUCK: i32 = 3;
+/// Finished episodes kept for the JSON report.
+const MAX_EPISODES: usize = 1000;
+
+impl Origins for Tracer {
+    fn fd_origin(&self, pid: u32, fd: u32) -> Option<close_wait_common::FdOrigin> {
+        Tracer::fd_origin(self, pid, fd)
+    }
+    fn stack(&self, id: i32) -> Vec<u64> {
+        Tracer::stack(self, id)
+    }
+}
+
+/// Everything checked before attaching; errors here name what is wrong.
+fn validate(args: &RecordArgs) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    for p in [&args.json, &args.hlog, &args.hgrm].into_iter().flatten() {
+        atomic::check_output_path(p)?;
+    }
+    if let Some(c) = &args.filters.cgroup {
+        let full = if c.is_absolute() {
+            c.clone()
+        } else {
+            PathBuf::from("/sys/fs/cgroup").join(c)
+        };
+        if !full.is_dir() {
+            anyhow::bail!("cgroup {} not found (expected a cgroup v2 directory)", full.display());
+        }
+    }
+    let prom = match &args.prometheus {
+        Some(a) => Some(prometheus::parse_listen_addr(a)?),
+        None => None,
+    };
+    Ok(prom)
+}
+
+struct ClosedLate {
+    pid: u32,
+    comm: String,
+    count: u64,
+    max_ms: f64,
+    examples: Vec<EpisodeOut>,
+}
+
+struct State {
+    args: RecordArgs,
+    clock: WallClock,
+    started: SystemTime,
+    attach_ns: u64,
+    tracker: Tracker,
+    hist: Histograms,
+    episodes: VecDeque<EpisodeOut>,
+    episodes_dropped: u64,
+    closed_late: HashMap<(u32, String), ClosedLate>,
+    preexisting: HashSet<investigate::Tuple>,
+    decode_errors: u64,
+    metrics: Option<Arc<prometheus::Metrics>>,
+    hlog: Option<HlogWriter>,
+    last_interval_ns: u64,
+    symbolizer: Symbolizer,
+    last_stuck: u64,
+}
+
+fn state_name(s: u8) -> &'static str {
+    use close_wait_common::tcp_state::*;
+    match s {
+        ESTABLISHED => "ESTABLISHED",
+        SYN_SENT => "SYN_SENT",
+        SYN_RECV => "SYN_RECV",
+        FIN_WAIT1 => "FIN_WAIT1",
+        FIN_WAIT2 => "FIN_WAIT2",
+        TIME_WAIT => "TIME_WAIT",
+        CLOSE => "CLOSE",
+        CLOSE_WAIT => "CLOSE_WAIT",
+        LAST_ACK => "LAST_ACK",
+        LISTEN => "LISTEN",
+        CLOSING => "CLOSING",
+        NEW_SYN_RECV => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+fn episode_out(ep: &Episode) -> EpisodeOut {
+    EpisodeOut {
+        local: ep.local.to_string(),
+        remote: ep.remote.to_string(),
+        ending: ep.ending.as_str().to_string(),
+        duration_ms: ep.duration_ns().map(|d| d as f64 / 1e6),
+        since_attach: ep.entered_ns.is_none(),
+        closer: ep.closer.as_ref().map(|t| TaskRef {
+            pid: t.pid,
+            tid: t.tid,
+            comm: t.comm.clone(),
+        }),
+    }
+}
+
+impl State {
+    /// Whether a finished episode passes the userspace filters (the kernel
+    /// applied the port filters to sockets it saw entering).
+    fn keep(&self, ep: &Episode) -> bool {
+        let f = &self.args.filters;
+        if !investigate::ports_kept(f, ep.local, ep.remote) {
+            return false;
+        }
+        if f.pids.is_empty() && f.cgroup.is_none() {
+            return true;
+        }
+        ep.closer
+            .as_ref()
+            .is_some_and(|t| investigate::pid_kept(f, t.pid))
+    }
+
+    fn on_record(&mut self, r: &Record) {
+        if self.args.events && r.kind == events::Kind::State {
+            self.print_event(r);
+        }
+        let entered_before = self.tracker.counters.close_wait_entered;
+        let Some(ep) = self.tracker.on_record(r) else {
+            if self.tracker.counters.close_wait_entered > entered_before {
+                if let Some(m) = &self.metrics {
+                    m.inc_entered();
+                }
+            }
+            return;
+        };
+        if !self.keep(&ep) {
+            return;
+        }
+        let out = episode_out(&ep);
+        if let (Some(d), Some(c)) = (ep.duration_ns(), &ep.closer) {
+            let port = ep.local.port();
+            self.hist.record_closed(&c.comm, port, d / 1000);
+            if d >= self.args.threshold.as_nanos() as u64 {
+                let e = self
+                    .closed_late
+                    .entry((c.pid, c.comm.clone()))
+                    .or_insert_with(|| ClosedLate {
+                        pid: c.pid,
+                        comm: c.comm.clone(),
+                        count: 0,
+                        max_ms: 0.0,
+                        examples: Vec::new(),
+                    });
+                e.count += 1;
+                e.max_ms = e.max_ms.max(d as f64 / 1e6);
+                if e.examples.len() < 5 {
+                    e.examples.push(out.clone());
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            let comm = ep.closer.as_ref().map(|c| c.comm.as_str()).unwrap_or("");
+            let secs = ep.duration_ns().map(|d| d as f64 / 1e9);
+            m.observe_closed(comm, ep.local.port(), secs, ep.ending.as_str());
+        }
+        if self.episodes.len() >= MAX_EPISODES {
+            self.episodes.pop_front();
+            self.episodes_dropped += 1;
+        }
+        self.episodes.push_back(out);
+    }
+
+    fn print_event(&self, r: &Record) {
+        let (Some(l), Some(rem)) = (r.local, r.remote) else {
+            return;
+        };
+        let entering = r.newstate == close_wait_common::tcp_state::CLOSE_WAIT;
+        // At entry the task on CPU is the peer's or softirq's, never the
+        // owner (the loopback trap): do not print it as if it were.
+        let who = if entering {
+            "-".to_string()
+        } else {
+            format!("{}/{}", r.pid, r.comm)
+        };
+        let waited = match (entering, r.entered_ns) {
+            (false, Some(e)) => format!(
+                "  in CLOSE_WAIT {}",
+                report::fmt_ms(r.ts_ns.saturating_sub(e) as f64 / 1e6)
+            ),
+            (false, None) => "  in CLOSE_WAIT since before attach".to_string(),
+            _ => String::new(),
+        };
+        println!(
+            "{} {:<22} {} -> {} {} -> {}{}",
+            self.clock.hms(r.ts_ns),
+            who,
+            l,
+            rem,
+            state_name(r.oldstate),
+            state_name(r.newstate),
+            waited
+        );
+    }
+
+    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        while let Some(item) = ring.next() {
+            match events::decode(&item) {
+                Ok(r) => self.on_record(&r),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::warn!("dropping malformed event: {e}");
+                }
+            }
+        }
+    }
+
+    fn build_report(&mut self, tracer: &Tracer, kc: &KernelCounters, now_ns: u64) -> Report {
+        let table = sockets::list_tcp(&[
+            close_wait_common::tcp_state::ESTABLISHED,
+            close_wait_common::tcp_state::CLOSE_WAIT,
+            close_wait_common::tcp_state::LISTEN,
+        ])
+        .unwrap_or_else(|e| {
+            log::warn!("cannot read the socket table: {e}");
+            Vec::new()
+        });
+        let known = Known {
+            entered: self
+                .tracker
+                .open_sockets()
+                .map(|s| {
+                    (
+                        (crate::addr::normalize(s.local), crate::addr::normalize(s.remote)),
+                        s.entered_ns,
+                    )
+                })
+                .collect(),
+            preexisting: self.preexisting.clone(),
+            attach_ns: Some(self.attach_ns),
+            now_ns,
+        };
+        let opts = investigate::Options {
+            threshold: self.args.threshold,
+            filters: &self.args.filters,
+            kernel_stacks: self.args.kernel_stacks,
+        };
+        let found = investigate::investigate(&table, &known, &opts, tracer, &mut self.symbolizer);
+        self.hist.set_open_ages(&found.open_ages_us);
+        let t = &self.tracker.counters;
+        let counters = Counters {
+            close_wait_entered: t.close_wait_entered,
+            closed_graceful: t.closed_graceful,
+            closed_abort: t.closed_abort,
+            peer_reset: t.peer_reset,
+            lost_events: kc.ringbuf_lost + self.decode_errors,
+            map_evictions: kc.sock_evicted,
+            map_insert_failed: kc.sock_insert_failed,
+            fd_map_insert_failed: kc.fd_insert_failed,
+            stacks_failed: kc.stack_failed,
+            exits_without_entry: t.exits_without_entry,
+            close_wait_now: found.close_wait_now,
+            stuck: found.stuck.len() as u64,
+            episodes_dropped: self.episodes_dropped,
+        };
+        self.last_stuck = counters.stuck;
+        let mut closed_late: Vec<ClosedLateOut> = self
+            .closed_late
+            .values()
+            .map(|c| ClosedLateOut {
+                comm: c.comm.clone(),
+                pid: c.pid,
+                count: c.count,
+                max_ms: c.max_ms,
+                examples: c.examples.clone(),
+            })
+            .collect();
+        closed_late.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms));
+        Report {
+            schema: report::SCHEMA,
+            started_at: clock::rfc3339(self.started),
+            ended_at: clock::rfc3339(SystemTime::now()),
+            kernel: kernel_release(),
+            hooks: loader::hook_names(),
+            threshold_ms: self.args.threshold.as_millis() as u64,
+            counters,
+            stuck: found.stuck,
+            groups: found.groups,
+            closed_late,
+            histograms: self.hist.summaries(),
+            episodes: self.episodes.iter().cloned().collect(),
+        }
+    }
+
+    /// Writes every file output; on the final call also the last interval.
+    fn checkpoint(&mut self, tracer: &Tracer, now_ns: u64) -> anyhow::Result<Report> {
+        let kc = tracer.counters();
+        let report = self.build_report(tracer, &kc, now_ns);
+        if let Some(m) = &self.metrics {
+            m.set_gauges(report.counters.close_wait_now, report.counters.stuck);
+            m.set_lost(report.counters.lost_events);
+            m.set_evictions(report.counters.map_evictions);
+        }
+        if let Some(p) = &self.args.json {
+            let mut text = serde_json::to_string_pretty(&report)?;
+            text.push('\n');
+            atomic::write_atomic(p, text.as_bytes())?;
+        }
+        if let Some(w) = &mut self.hlog {
+            let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
+            let len = Duration::from_nanos(now_ns.saturating_sub(self.last_interval_ns));
+            let interval = self.hist.take_interval();
+            w.write_interval(start, len, &interval)?;
+        } else {
+            self.hist.take_interval();
+        }
+        self.last_interval_ns = now_ns;
+        if let Some(p) = &self.args.hgrm {
+            if let Some(h) = self.hist.get("all") {
+                atomic::write_atomic(p, hgrm::render_hgrm(h, 1000.0).as_bytes())?;
+            }
+            if self.args.hgrm_per_tag {
+                for (tag, h) in self.hist.cumulative() {
+                    if tag == "all" {
+                        continue;
+                    }
+                    let safe: String = tag
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                        .collect();
+                    let mut name = p.clone().into_os_string();
+                    name.push(format!(".{safe}.hgrm"));
+                    atomic::write_atomic(&PathBuf::from(name), hgrm::render_hgrm(h, 1000.0).as_bytes())?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn status_line(&self, kc: &KernelCounters) {
+        let c = &self.tracker.counters;
+        eprintln!(
+            "close-wait: {} in CLOSE_WAIT {} | entered {} | closed graceful {} abort {} peer_reset {} | stuck {} | lost {} | evicted {}",
+            self.clock.hms(clock::monotonic_ns()),
+            self.tracker.open_count(),
+            c.close_wait_entered,
+            c.closed_graceful,
+            c.closed_abort,
+            c.peer_reset,
+            self.last_stuck,
+            kc.ringbuf_lost + self.decode_errors,
+            kc.sock_evicted
+        );
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs `record`; returns the process exit status.
+pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
+    let prom_addr = validate(&args)?;
+    let pre = loader::preflight()?;
+    let started = SystemTime::now();
+    // Sockets already in CLOSE_WAIT: their age will be a lower bound.
+    let preexisting: HashSet<_> = sockets::list_tcp(&[close_wait_common::tcp_state::CLOSE_WAIT])
+        .map(|v| v.iter().map(investigate::tuple).collect())
+        .unwrap_or_default();
+    let opts = loader::LoadOptions {
+        max_sockets: args.max_sockets,
+        lports: args.filters.lports.clone(),
+        dports: args.filters.dports.clone(),
+        kernel_stacks: args.kernel_stacks,
+    };
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let (tracer, ring) = loader::load(&pre, &opts)?;
+    let attach_ns = clock::monotonic_ns();
+    let metrics = match prom_addr {
+        Some(addr) => {
+            let m = Arc::new(prometheus::Metrics::new());
+            let listener = prometheus::bind(addr).await?;
+            log::info!("serving metrics on http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(prometheus::serve_on(listener, m.clone()));
+            Some(m)
+        }
+        None => None,
+    };
+    let hlog = match &args.hlog {
+        Some(p) => Some(HlogWriter::create(p, started)?),
+        None => None,
+    };
+    eprintln!(
+        "close-wait: tracing CLOSE_WAIT ({} already in CLOSE_WAIT); Ctrl-C to stop",
+        preexisting.len()
+    );
+    let mut st = State {
+        clock: WallClock::now(),
+        started,
+        attach_ns,
+        tracker: Tracker::new(args.max_sockets as usize),
+        hist: Histograms::new(),
+        episodes: VecDeque::new(),
+        episodes_dropped: 0,
+        closed_late: HashMap::new(),
+        preexisting,
+        decode_errors: 0,
+        metrics,
+        hlog,
+        last_interval_ns: attach_ns,
+        symbolizer: Symbolizer::new(),
+        last_stuck: 0,
+        args,
+    };
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same
+    // for as long as the AsyncFd that owns the ring buffer lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + st.args.interval,
+        st.args.interval,
+    );
+    let deadline = st.args.duration.map(|d| tokio::time::Instant::now() + d);
+    let until = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                st.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                st.drain(ring.get_mut());
+                if let Err(e) = st.checkpoint(&tracer, clock::monotonic_ns()) {
+                    log::error!("checkpoint failed: {e:#}");
+                }
+                st.status_line(&tracer.counters());
+            }
+            _ = &mut until => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    st.drain(ring.get_mut());
+    let report = st.checkpoint(&tracer, clock::monotonic_ns())?;
+    print!("{}", report::render(&report));
+    drop(tracer);
+    if st.args.fail_on_stuck && report.counters.stuck > 0 {
+        return Ok(EXIT_STUCK);
+    }
+    Ok(0)
+}

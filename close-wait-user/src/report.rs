@@ -1,0 +1,267 @@
+//! The report: JSON model (schema `close-wait.report.v1`, documented in the
+//! README) and its human rendering.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{histograms::HistSummary, sockets::Holder, threads::ThreadSummary};
+
+pub const SCHEMA: &str = "close-wait.report.v1";
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub close_wait_entered: u64,
+    pub closed_graceful: u64,
+    pub closed_abort: u64,
+    pub peer_reset: u64,
+    /// Events the kernel could not put in the ring buffer.
+    pub lost_events: u64,
+    /// Sockets pushed out of the kernel's CLOSE_WAIT map (--max-sockets).
+    pub map_evictions: u64,
+    pub map_insert_failed: u64,
+    pub fd_map_insert_failed: u64,
+    pub stacks_failed: u64,
+    /// Exits from CLOSE_WAIT of sockets that entered before the tracer.
+    pub exits_without_entry: u64,
+    /// Sockets in CLOSE_WAIT at the end.
+    pub close_wait_now: u64,
+    pub stuck: u64,
+    /// Episodes left out of `episodes` (only the last ones are kept).
+    pub episodes_dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRef {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+/// A finished CLOSE_WAIT episode.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpisodeOut {
+    pub local: String,
+    pub remote: String,
+    /// graceful | abort | peer_reset
+    pub ending: String,
+    /// Null when the socket entered CLOSE_WAIT before the tracer attached.
+    pub duration_ms: Option<f64>,
+    pub since_attach: bool,
+    /// The task that closed it (null for peer_reset: softirq context).
+    pub closer: Option<TaskRef>,
+}
+
+/// The listener of a socket that was never accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerOut {
+    pub local: String,
+    pub holders: Vec<Holder>,
+    pub accept_queue: u32,
+    pub backlog: u32,
+}
+
+/// A socket still in CLOSE_WAIT longer than the threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct StuckOut {
+    pub local: String,
+    pub remote: String,
+    pub age_ms: u64,
+    /// True when it was already in CLOSE_WAIT when the tracer attached
+    /// (`age_ms` is then a lower bound).
+    pub since_attach: bool,
+    /// True when the age comes from the kernel's tcp_info (time since the
+    /// last ACK received), not from a traced transition.
+    pub age_estimated: bool,
+    pub unread_bytes: u64,
+    /// The application has not read the EOF either.
+    pub eof_unread: bool,
+    pub inode: u64,
+    pub holders: Vec<Holder>,
+    /// accept | connect | unknown
+    pub origin: String,
+    /// The task whose accept()/connect() created the descriptor, when traced.
+    pub origin_task: Option<TaskRef>,
+    pub stack: Vec<String>,
+    pub stack_note: Option<String>,
+    pub kernel_stack: Vec<String>,
+    pub listener: Option<ListenerOut>,
+    pub diagnosis: String,
+    pub evidence: String,
+}
+
+/// Stuck sockets with the same diagnosis, process, creating stack and peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOut {
+    pub diagnosis: String,
+    pub count: usize,
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub peer: String,
+    pub oldest_age_ms: u64,
+    pub unread_bytes: u64,
+    pub stack: Vec<String>,
+    pub threads: Option<ThreadSummary>,
+    pub evidence: String,
+}
+
+/// Closed episodes slower than the threshold, by closer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedLateOut {
+    pub comm: String,
+    pub pid: u32,
+    pub count: u64,
+    pub max_ms: f64,
+    pub examples: Vec<EpisodeOut>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub started_at: String,
+    pub ended_at: String,
+    pub kernel: String,
+    pub hooks: Vec<String>,
+    pub threshold_ms: u64,
+    pub counters: Counters,
+    pub stuck: Vec<StuckOut>,
+    pub groups: Vec<GroupOut>,
+    pub closed_late: Vec<ClosedLateOut>,
+    pub histograms: Vec<HistSummary>,
+    pub episodes: Vec<EpisodeOut>,
+}
+
+pub fn fmt_ms(ms: f64) -> String {
+    if ms >= 3_600_000.0 {
+        format!("{:.1}h", ms / 3_600_000.0)
+    } else if ms >= 60_000.0 {
+        format!("{:.1}m", ms / 60_000.0)
+    } else if ms >= 1000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else {
+        format!("{ms:.1}ms")
+    }
+}
+
+fn holders_text(h: &[Holder]) -> String {
+    if h.is_empty() {
+        return "no process".to_string();
+    }
+    h.iter()
+        .map(|h| format!("{}[{}] fd {}", h.comm, h.pid, h.fd))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The human report printed at the end of `record` (and by `snapshot`).
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let c = &r.counters;
+    let _ = writeln!(
+        out,
+        "close-wait report {} .. {} (kernel {})",
+        r.started_at, r.ended_at, r.kernel
+    );
+    let _ = writeln!(
+        out,
+        "CLOSE_WAIT entered {}, closed: graceful {} abort {} peer_reset {}; in CLOSE_WAIT now {}, stuck (> {}) {}",
+        c.close_wait_entered,
+        c.closed_graceful,
+        c.closed_abort,
+        c.peer_reset,
+        c.close_wait_now,
+        fmt_ms(r.threshold_ms as f64),
+        c.stuck
+    );
+    if c.lost_events + c.map_evictions + c.map_insert_failed > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: lost events {}, map evictions {}, map insert failures {} (raise --max-sockets?)",
+            c.lost_events, c.map_evictions, c.map_insert_failed
+        );
+    }
+    for h in r.histograms.iter().filter(|h| h.tag == "all" && h.count > 0) {
+        let _ = writeln!(
+            out,
+            "time in CLOSE_WAIT before close: n={} p50 {} p90 {} p99 {} max {}",
+            h.count,
+            fmt_ms(h.p50_us as f64 / 1000.0),
+            fmt_ms(h.p90_us as f64 / 1000.0),
+            fmt_ms(h.p99_us as f64 / 1000.0),
+            fmt_ms(h.max_us as f64 / 1000.0)
+        );
+    }
+    if r.groups.is_empty() {
+        let _ = writeln!(out, "\nNo socket stuck in CLOSE_WAIT.");
+    }
+    for g in &r.groups {
+        let who = match g.pid {
+            Some(p) => format!("{}[{}]", g.comm, p),
+            None => "no process".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "\n{} x{}  {} <- peer {}  oldest {}  unread {} B",
+            g.diagnosis.to_uppercase(),
+            g.count,
+            who,
+            g.peer,
+            fmt_ms(g.oldest_age_ms as f64),
+            g.unread_bytes
+        );
+        let _ = writeln!(out, "  why: {}", g.evidence);
+        if let Some(t) = &g.threads {
+            let _ = writeln!(out, "  threads: {}", t.text);
+        }
+        if !g.stack.is_empty() {
+            let _ = writeln!(out, "  created at:");
+            for f in &g.stack {
+                let _ = writeln!(out, "    {f}");
+            }
+        }
+    }
+    if !r.stuck.is_empty() {
+        let _ = writeln!(out, "\nStuck sockets:");
+        for s in &r.stuck {
+            let age = if s.since_attach {
+                format!(">={}", fmt_ms(s.age_ms as f64))
+            } else {
+                fmt_ms(s.age_ms as f64)
+            };
+            let _ = writeln!(
+                out,
+                "  {} <- {}  age {}  unread {} B  {}  held by {}",
+                s.local,
+                s.remote,
+                age,
+                s.unread_bytes,
+                s.diagnosis,
+                holders_text(&s.holders)
+            );
+            if let Some(l) = &s.listener {
+                let _ = writeln!(
+                    out,
+                    "    listener {} held by {}: accept queue {}/{}",
+                    l.local,
+                    holders_text(&l.holders),
+                    l.accept_queue,
+                    l.backlog
+                );
+            }
+            if let Some(n) = &s.stack_note {
+                let _ = writeln!(out, "    stack: {n}");
+            }
+        }
+    }
+    for cl in &r.closed_late {
+        let _ = writeln!(
+            out,
+            "\nCLOSED-LATE x{}  {}[{}] closed sockets up to {} after the peer left",
+            cl.count,
+            cl.comm,
+            cl.pid,
+            fmt_ms(cl.max_ms)
+        );
+    }
+    out
+}
