@@ -30,7 +30,9 @@ fn reports_close_wait_transitions_and_time() {
         .filter(|l| l.contains(&format!(" {local} -> {remote} ")))
         .collect();
     assert!(
-        lines.iter().any(|l| l.contains("ESTABLISHED -> CLOSE_WAIT")),
+        lines
+            .iter()
+            .any(|l| l.contains("ESTABLISHED -> CLOSE_WAIT")),
         "no ESTABLISHED -> CLOSE_WAIT for {local} <- {remote}: {}",
         out.stdout
     );
@@ -64,7 +66,10 @@ fn bad_input_fails_before_attaching() {
         (vec!["--duration", "5"], "invalid duration"),
         (vec!["--bogus-flag"], "--bogus-flag"),
         (vec!["--threshold", "1x"], "unknown unit"),
-        (vec!["--json", "/nonexistent-dir/x.json"], "/nonexistent-dir"),
+        (
+            vec!["--json", "/nonexistent-dir/x.json"],
+            "/nonexistent-dir",
+        ),
     ] {
         let out = std::process::Command::new(bin())
             .arg("record")
@@ -73,7 +78,10 @@ fn bad_input_fails_before_attaching() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} accepted");
-        assert!(err.contains(needle), "{args:?}: stderr lacks '{needle}': {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr lacks '{needle}': {err}"
+        );
     }
 }
 

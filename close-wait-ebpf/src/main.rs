@@ -231,7 +231,11 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = sock_event(&ctx, OTHER_OFF.load().receive_reset_skaddr, kind::RECV_RESET);
+    let _ = sock_event(
+        &ctx,
+        OTHER_OFF.load().receive_reset_skaddr,
+        kind::RECV_RESET,
+    );
     0
 }
 

@@ -11,7 +11,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration '{s}': add a unit (us, ms, s, m, h), e.g. 5s"))?;
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
-        return Err(format!("invalid duration '{s}': expected a number then a unit, e.g. 500ms"));
+        return Err(format!(
+            "invalid duration '{s}': expected a number then a unit, e.g. 500ms"
+        ));
     }
     let n: u64 = num
         .parse()

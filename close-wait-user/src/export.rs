@@ -46,18 +46,16 @@ pub enum ExportError {
         #[source]
         source: hdrhistogram::serialization::V2DeflateSerializeError,
     },
-    #[error("{path}: '{tag}' cannot be used as an interval log tag (no ',', spaces or line breaks)")]
+    #[error(
+        "{path}: '{tag}' cannot be used as an interval log tag (no ',', spaces or line breaks)"
+    )]
     BadTag { path: PathBuf, tag: String },
-    #[error("invalid listen address '{input}': {reason} (use PORT, :PORT, IP:PORT or [IPv6]:PORT)")]
+    #[error(
+        "invalid listen address '{input}': {reason} (use PORT, :PORT, IP:PORT or [IPv6]:PORT)"
+    )]
     ListenAddr { input: String, reason: &'static str },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("metrics server on {addr} stopped: {source}")]
-    Accept {
         addr: SocketAddr,
         #[source]
         source: io::Error,

@@ -247,7 +247,9 @@ impl Histograms {
     /// call (its snapshot, not a difference).
     pub fn take_interval(&mut self) -> Vec<(String, Histogram<u64>)> {
         let mut taken = std::mem::take(&mut self.interval);
-        taken.entry(TAG_ALL.to_owned()).or_insert_with(new_histogram);
+        taken
+            .entry(TAG_ALL.to_owned())
+            .or_insert_with(new_histogram);
         if self.open_pending {
             if let Some(open) = self.cumulative.get(TAG_OPEN) {
                 taken.insert(TAG_OPEN.to_owned(), open.clone());
@@ -278,7 +280,10 @@ mod tests {
         assert_eq!(h.get("comm:nginx").unwrap().len(), 2);
         assert_eq!(h.get("comm:python3").unwrap().len(), 1);
         assert_eq!(h.get("port:8080").unwrap().len(), 2);
-        assert_eq!(h.get("port:5432").unwrap().max(), h.get("all").unwrap().max());
+        assert_eq!(
+            h.get("port:5432").unwrap().max(),
+            h.get("all").unwrap().max()
+        );
         assert!(h.get("open").is_none());
     }
 
@@ -294,7 +299,14 @@ mod tests {
         let order: Vec<&str> = s.iter().map(|s| s.tag.as_str()).collect();
         assert_eq!(
             order,
-            ["all", "comm:aaa", "comm:srv", "port:80", "port:9000", "open"]
+            [
+                "all",
+                "comm:aaa",
+                "comm:srv",
+                "port:80",
+                "port:9000",
+                "open"
+            ]
         );
         let srv = &s[2];
         assert_eq!(srv.count, 1000);
@@ -329,7 +341,10 @@ mod tests {
         h.record_closed("a", 1, 10);
         h.record_closed("b", 2, 20);
         let first = h.take_interval();
-        assert_eq!(tags(&first), ["all", "comm:a", "comm:b", "port:1", "port:2"]);
+        assert_eq!(
+            tags(&first),
+            ["all", "comm:a", "comm:b", "port:1", "port:2"]
+        );
         assert_eq!(first[0].1.len(), 2);
 
         let empty = h.take_interval();

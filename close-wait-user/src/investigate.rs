@@ -100,7 +100,7 @@ pub fn ports_kept(f: &Filters, local: SocketAddr, remote: SocketAddr) -> bool {
         && (f.dports.is_empty() || f.dports.contains(&remote.port()))
 }
 
-fn listener_for<'a>(table: &'a [TcpSocket], local: SocketAddr) -> Option<&'a TcpSocket> {
+fn listener_for(table: &[TcpSocket], local: SocketAddr) -> Option<&TcpSocket> {
     let ip = addr::unmap(local.ip());
     table
         .iter()
@@ -220,10 +220,9 @@ pub fn investigate(
         } else {
             sock_holders
         };
-        if !opts.filters.pids.is_empty() || opts.filters.cgroup.is_some() {
-            if !owners.iter().any(|h| pid_kept(opts.filters, h.pid)) {
-                continue;
-            }
+        let filtered = !opts.filters.pids.is_empty() || opts.filters.cgroup.is_some();
+        if filtered && !owners.iter().any(|h| pid_kept(opts.filters, h.pid)) {
+            continue;
         }
         close_wait_now += 1;
         let estimated_ms = s.last_ack_recv_ms.map(u64::from);
@@ -416,6 +415,10 @@ fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOu
             }
         }
     }
-    groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_age_ms.cmp(&a.oldest_age_ms)));
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(b.oldest_age_ms.cmp(&a.oldest_age_ms))
+    });
     groups
 }

@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(missing_caps(none), vec!["CAP_BPF", "CAP_PERFMON"]);
         let bpf_only = format!("CapEff:\t{:016x}\n", 1u64 << CAP_BPF);
         assert_eq!(missing_caps(&bpf_only), vec!["CAP_PERFMON"]);
-        let both = format!("CapEff:\t{:016x}\n", (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON));
+        let both = format!(
+            "CapEff:\t{:016x}\n",
+            (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON)
+        );
         assert!(missing_caps(&both).is_empty());
         assert_eq!(missing_caps(""), vec!["CAP_BPF", "CAP_PERFMON"]);
     }

@@ -54,7 +54,10 @@ fn validate(args: &RecordArgs) -> anyhow::Result<Option<std::net::SocketAddr>> {
             PathBuf::from("/sys/fs/cgroup").join(c)
         };
         if !full.is_dir() {
-            anyhow::bail!("cgroup {} not found (expected a cgroup v2 directory)", full.display());
+            anyhow::bail!(
+                "cgroup {} not found (expected a cgroup v2 directory)",
+                full.display()
+            );
         }
     }
     let prom = match &args.prometheus {
@@ -251,7 +254,10 @@ impl State {
                 .open_sockets()
                 .map(|s| {
                     (
-                        (crate::addr::normalize(s.local), crate::addr::normalize(s.remote)),
+                        (
+                            crate::addr::normalize(s.local),
+                            crate::addr::normalize(s.remote),
+                        ),
                         s.entered_ns,
                     )
                 })
@@ -346,11 +352,20 @@ impl State {
                     }
                     let safe: String = tag
                         .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
                         .collect();
                     let mut name = p.clone().into_os_string();
                     name.push(format!(".{safe}.hgrm"));
-                    atomic::write_atomic(&PathBuf::from(name), hgrm::render_hgrm(h, 1000.0).as_bytes())?;
+                    atomic::write_atomic(
+                        &PathBuf::from(name),
+                        hgrm::render_hgrm(h, 1000.0).as_bytes(),
+                    )?;
                 }
             }
         }
@@ -403,7 +418,10 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
         Some(addr) => {
             let m = Arc::new(prometheus::Metrics::new());
             let listener = prometheus::bind(addr).await?;
-            log::info!("serving metrics on http://{}/metrics", listener.local_addr()?);
+            log::info!(
+                "serving metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
             tokio::spawn(prometheus::serve_on(listener, m.clone()));
             Some(m)
         }

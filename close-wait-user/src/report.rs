@@ -180,7 +180,11 @@ pub fn render(r: &Report) -> String {
             c.lost_events, c.map_evictions, c.map_insert_failed
         );
     }
-    for h in r.histograms.iter().filter(|h| h.tag == "all" && h.count > 0) {
+    for h in r
+        .histograms
+        .iter()
+        .filter(|h| h.tag == "all" && h.count > 0)
+    {
         let _ = writeln!(
             out,
             "time in CLOSE_WAIT before close: n={} p50 {} p90 {} p99 {} max {}",

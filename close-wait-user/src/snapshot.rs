@@ -5,7 +5,8 @@ use std::{collections::HashSet, time::SystemTime};
 
 use crate::{
     cli::SnapshotArgs,
-    clock, export::atomic,
+    clock,
+    export::atomic,
     investigate::{self, Known, NoOrigins},
     report::{self, Counters, Report},
     sockets,

@@ -196,7 +196,10 @@ impl Tracker {
         let fallback = || SocketAddr::from(([0, 0, 0, 0], 0));
         Episode {
             skaddr: r.skaddr,
-            local: r.local.or(prev.as_ref().map(|s| s.local)).unwrap_or_else(fallback),
+            local: r
+                .local
+                .or(prev.as_ref().map(|s| s.local))
+                .unwrap_or_else(fallback),
             remote: r
                 .remote
                 .or(prev.as_ref().map(|s| s.remote))
@@ -255,9 +258,13 @@ mod tests {
     fn graceful_close_records_closer_and_duration() {
         let mut t = Tracker::new(16);
         // Entry seen in the client's context (the loopback trap): pid 1.
-        assert!(t.on_record(&state(1_000, 7, ESTABLISHED, CLOSE_WAIT, 1)).is_none());
+        assert!(t
+            .on_record(&state(1_000, 7, ESTABLISHED, CLOSE_WAIT, 1))
+            .is_none());
         assert_eq!(t.open_count(), 1);
-        let ep = t.on_record(&state(301_000, 7, CLOSE_WAIT, LAST_ACK, 2)).unwrap();
+        let ep = t
+            .on_record(&state(301_000, 7, CLOSE_WAIT, LAST_ACK, 2))
+            .unwrap();
         assert_eq!(ep.ending, Ending::Graceful);
         assert_eq!(ep.duration_ns(), Some(300_000));
         assert_eq!(ep.closer.unwrap().pid, 2);
@@ -338,7 +345,9 @@ mod tests {
         t.on_record(&state(20, 7, CLOSE_WAIT, LAST_ACK, 2));
         t.on_record(&other(Kind::Destroy, 30, 7));
         t.on_record(&state(40, 7, ESTABLISHED, CLOSE_WAIT, 1));
-        let ep = t.on_record(&state(100, 7, CLOSE_WAIT, LAST_ACK, 2)).unwrap();
+        let ep = t
+            .on_record(&state(100, 7, CLOSE_WAIT, LAST_ACK, 2))
+            .unwrap();
         assert_eq!(ep.duration_ns(), Some(60));
         assert_eq!(t.counters.close_wait_entered, 2);
     }

@@ -192,16 +192,25 @@ fn setup() -> Result<()> {
     // Independent decoders used by the tests.
     if !succeeds(Command::new("python3").args(["-c", "import hdrh.log"])) {
         run(Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PIP_PACKAGES))?;
     }
     Ok(())
 }
 
 fn build_release() -> Result<()> {
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--release", "-p", "close-wait-user"]))
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "close-wait-user",
+    ]))
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -209,7 +218,15 @@ fn test(args: &[String]) -> Result<()> {
     // Unit tests of every crate: no privileges needed.
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--workspace", "--exclude", "close-wait-tests", "--exclude", "close-wait-ebpf", "--"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "close-wait-tests",
+            "--exclude",
+            "close-wait-ebpf",
+            "--",
+        ])
         .args(args))?;
     // The real-kernel tests drive the release binary; kernel state is
     // shared, so one at a time.

@@ -48,8 +48,10 @@ fn create_exclusive(path: &Path) -> io::Result<File> {
 }
 
 /// Checks that `path` can be written: its directory exists and accepts new
-/// files, and `path` is not a directory. Call it before attaching anything,
-/// so that a typo fails in a second rather than after a long trace.
+/// files, and `path` is neither a directory nor a symlink (a streamed file
+/// would refuse it later, and replacing one is rarely what was meant). Call
+/// it before attaching anything, so that a typo fails in a second rather
+/// than after a long trace.
 ///
 /// The check creates and removes a probe file, which is exact where
 /// permission bits are not (read-only mounts, root, ACLs).
@@ -80,6 +82,11 @@ pub fn check_output_path(path: &Path) -> Result<(), ExportError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             return Err(ExportError::IsDirectory {
+                path: path.to_path_buf(),
+            })
+        }
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(ExportError::Symlink {
                 path: path.to_path_buf(),
             })
         }
@@ -243,6 +250,20 @@ pub(crate) mod tests {
         let e = check_output_path(p).unwrap_err();
         assert!(matches!(e, ExportError::DirNotWritable { .. }), "{e:?}");
         assert!(e.to_string().contains("close-wait-test-out.json"), "{e}");
+    }
+
+    #[test]
+    fn check_rejects_symlink() {
+        let d = TempDir::new("check-link");
+        let p = d.0.join("out.hlog");
+        symlink(d.0.join("elsewhere"), &p).unwrap();
+        let e = check_output_path(&p).unwrap_err();
+        assert!(matches!(e, ExportError::Symlink { .. }), "{e:?}");
+        assert!(e.to_string().contains("out.hlog"), "{e}");
+        // an existing regular file is fine: it will be replaced
+        let f = d.0.join("old.json");
+        fs::write(&f, b"{}").unwrap();
+        check_output_path(&f).unwrap();
     }
 
     #[test]

@@ -107,9 +107,18 @@ mod tests {
             "       Value     Percentile TotalCount 1/(1-Percentile)"
         );
         assert_eq!(lines[1], "");
-        assert_eq!(lines[2], "       0.001 0.000000000000          1           1.00");
-        assert_eq!(lines[3], "       0.100 0.100000000000        100           1.11");
-        assert_eq!(lines[4], "       0.200 0.200000000000        200           1.25");
+        assert_eq!(
+            lines[2],
+            "       0.001 0.000000000000          1           1.00"
+        );
+        assert_eq!(
+            lines[3],
+            "       0.100 0.100000000000        100           1.11"
+        );
+        assert_eq!(
+            lines[4],
+            "       0.200 0.200000000000        200           1.25"
+        );
         assert!(
             lines.contains(&"       0.500 0.500000000000        500           2.00"),
             "{text}"
@@ -141,21 +150,38 @@ mod tests {
             prev = (p, c);
         }
         let n = lines.len();
-        assert_eq!(lines[n - 3], "#[Mean    =        0.500, StdDeviation   =        0.289]");
-        assert_eq!(lines[n - 2], "#[Max     =        1.000, Total count    =         1000]");
-        assert_eq!(lines[n - 1], "#[Buckets =            1, SubBuckets     =         2048]");
+        assert_eq!(
+            lines[n - 3],
+            "#[Mean    =        0.500, StdDeviation   =        0.289]"
+        );
+        assert_eq!(
+            lines[n - 2],
+            "#[Max     =        1.000, Total count    =         1000]"
+        );
+        assert_eq!(
+            lines[n - 1],
+            "#[Buckets =            1, SubBuckets     =         2048]"
+        );
     }
 
     #[test]
     fn ticks_halve_towards_100() {
         let text = render_hgrm(&one_to_thousand(), 1.0);
         // 5 ticks per half distance: 0.5 .. 0.75 in steps of 0.05, then 0.025
-        for p in ["0.550000000000", "0.600000000000", "0.750000000000", "0.775000000000"] {
+        for p in [
+            "0.550000000000",
+            "0.600000000000",
+            "0.750000000000",
+            "0.775000000000",
+        ] {
             assert!(text.contains(p), "missing {p}:\n{text}");
         }
         assert!(!text.contains("0.525000000000"), "{text}");
         // unit ratio 1 prints raw microseconds
-        assert!(text.contains("    1000.000 1.000000000000       1000\n"), "{text}");
+        assert!(
+            text.contains("    1000.000 1.000000000000       1000\n"),
+            "{text}"
+        );
     }
 
     #[test]

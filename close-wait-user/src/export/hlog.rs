@@ -231,13 +231,14 @@ pub fn parse_hlog(path: &Path, bytes: &[u8]) -> Result<Vec<HlogInterval>, Offlin
                 line: lineno,
                 source,
             })?;
-        let hist: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut &raw[..])
-            .map_err(|source| OfflineError::HlogPayload {
-                path: path.to_path_buf(),
-                line: lineno,
-                source,
-            })?;
+        let hist: Histogram<u64> =
+            Deserializer::new()
+                .deserialize(&mut &raw[..])
+                .map_err(|source| OfflineError::HlogPayload {
+                    path: path.to_path_buf(),
+                    line: lineno,
+                    source,
+                })?;
         out.push(HlogInterval {
             tag: ilh.tag().map(|t| t.as_str().to_owned()),
             start_s: ilh.start_timestamp().as_secs_f64(),
@@ -307,15 +308,25 @@ mod tests {
             lines[2],
             "#[StartTime: 1700000000.123 (seconds since epoch), 2023-11-14T22:13:20.123Z]"
         );
-        assert_eq!(lines[3], "#[BaseTime: 1700000000.123 (seconds since epoch)]");
+        assert_eq!(
+            lines[3],
+            "#[BaseTime: 1700000000.123 (seconds since epoch)]"
+        );
         assert_eq!(lines[5], LEGEND);
         let first = lines[6];
-        assert!(first.starts_with("Tag=all,0.000,10.000,100.031,HISTFAA"), "{first}");
+        assert!(
+            first.starts_with("Tag=all,0.000,10.000,100.031,HISTFAA"),
+            "{first}"
+        );
         assert!(lines
             .iter()
             .any(|l| l.starts_with("Tag=comm:nginx,0.000,10.000,100.031,HISTFAA")));
-        assert!(lines.iter().any(|l| l.starts_with("Tag=all,10.000,10.000,0.000,HISTFAA")));
-        assert!(lines.iter().any(|l| l.starts_with("Tag=open,20.000,2.500,")));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("Tag=all,10.000,10.000,0.000,HISTFAA")));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("Tag=open,20.000,2.500,")));
         assert!(log.ends_with('\n'));
     }
 
@@ -366,17 +377,26 @@ mod tests {
         let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
         lines[7] = "this is not a log line".to_owned();
         let e = parse_hlog(Path::new("x.hlog"), (lines.join("\n") + "\n").as_bytes()).unwrap_err();
-        assert!(matches!(e, OfflineError::HlogSyntax { line: 8, .. }), "{e:?}");
+        assert!(
+            matches!(e, OfflineError::HlogSyntax { line: 8, .. }),
+            "{e:?}"
+        );
 
         let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
         lines[6] = "Tag=all,0.000,10.000,1.0,HISTFAAA!!!!".to_owned();
         let e = parse_hlog(Path::new("x.hlog"), (lines.join("\n") + "\n").as_bytes()).unwrap_err();
-        assert!(matches!(e, OfflineError::HlogBase64 { line: 7, .. }), "{e:?}");
+        assert!(
+            matches!(e, OfflineError::HlogBase64 { line: 7, .. }),
+            "{e:?}"
+        );
 
         let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
         lines[6] = "Tag=all,0.000,10.000,1.0,SElTVEZBQUFBRVY0".to_owned();
         let e = parse_hlog(Path::new("x.hlog"), (lines.join("\n") + "\n").as_bytes()).unwrap_err();
-        assert!(matches!(e, OfflineError::HlogPayload { line: 7, .. }), "{e:?}");
+        assert!(
+            matches!(e, OfflineError::HlogPayload { line: 7, .. }),
+            "{e:?}"
+        );
         assert!(e.to_string().starts_with("x.hlog:7: "), "{e}");
     }
 
@@ -400,8 +420,12 @@ mod tests {
         let mut w = HlogWriter::create(&p, start()).unwrap();
         let mut h = new_histogram();
         h.record(42).unwrap();
-        w.write_interval(Duration::ZERO, Duration::from_secs(1), &[("all".to_owned(), h)])
-            .unwrap();
+        w.write_interval(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            &[("all".to_owned(), h)],
+        )
+        .unwrap();
         // still open: what is on disk must already be complete
         let iv = read_hlog(&p).unwrap();
         assert_eq!(iv.len(), 1);
@@ -438,7 +462,10 @@ print(json.dumps(out))
         std::fs::write(&p, sample_log()).unwrap();
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         let skip = |why: String| {
-            assert!(!ci, "CI=true and {why}; install it with: pip install hdrhistogram");
+            assert!(
+                !ci,
+                "CI=true and {why}; install it with: pip install hdrhistogram"
+            );
             eprintln!("skipping: {why} (pip install hdrhistogram)");
         };
         let run = std::process::Command::new("python3")

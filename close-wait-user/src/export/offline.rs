@@ -46,7 +46,9 @@ pub enum OfflineError {
     Schema { path: PathBuf, found: String },
     #[error("{path}:{line}: not an interval log line (expected a comment or Tag=..,start,length,max,payload)")]
     HlogSyntax { path: PathBuf, line: usize },
-    #[error("{path}:{line}: truncated line (was the writer killed? every line before it is complete)")]
+    #[error(
+        "{path}:{line}: truncated line (was the writer killed? every line before it is complete)"
+    )]
     HlogTruncated { path: PathBuf, line: usize },
     #[error("{path}:{line}: histogram payload is not base64: {source}")]
     HlogBase64 {
@@ -219,7 +221,7 @@ fn render_json(out: &mut String, path: &Path, r: &JsonReport) {
     }
     let _ = writeln!(out, "  stuck sockets: {}", r.stuck.len());
     let mut stuck: Vec<&StuckSocket> = r.stuck.iter().collect();
-    stuck.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+    stuck.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
     for s in stuck {
         let holders = if s.holders.is_empty() {
             "no holder found".to_owned()
@@ -262,9 +264,7 @@ fn merge_intervals(
 ) -> Result<(), OfflineError> {
     for i in intervals {
         let tag = i.tag.as_deref().unwrap_or("(untagged)");
-        let h = merged
-            .entry(tag.to_owned())
-            .or_insert_with(new_histogram);
+        let h = merged.entry(tag.to_owned()).or_insert_with(new_histogram);
         h.add(&i.hist).map_err(|source| OfflineError::Merge {
             path: path.to_path_buf(),
             tag: tag.to_owned(),
@@ -397,8 +397,8 @@ mod tests {
 
     fn write_log(path: &Path, comm: &str, values_us: &[u64]) {
         let mut hs = Histograms::new();
-        let mut w = HlogWriter::create(path, UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-            .unwrap();
+        let mut w =
+            HlogWriter::create(path, UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
         let (a, b) = values_us.split_at(values_us.len() / 2);
         for v in a {
             hs.record_closed(comm, 8080, *v);
@@ -444,8 +444,11 @@ mod tests {
         let p = d.0.join("a.hlog");
         let values: Vec<u64> = (1..=1000).collect();
         write_log(&p, "nginx", &values);
-        let text = report(&[p.clone()], false).unwrap();
-        assert!(text.starts_with(&format!("{} (2 intervals over 10.0 s)", p.display())), "{text}");
+        let text = report(std::slice::from_ref(&p), false).unwrap();
+        assert!(
+            text.starts_with(&format!("{} (2 intervals over 10.0 s)", p.display())),
+            "{text}"
+        );
         // tag count min p50 p90 p99 p99.9 max mean
         assert_eq!(
             row(&text, "all"),
@@ -477,7 +480,11 @@ mod tests {
 
         // without --merge each log has its own table
         let text = report(&[a, b], false).unwrap();
-        assert_eq!(text.matches("(2 intervals over 10.0 s)").count(), 2, "{text}");
+        assert_eq!(
+            text.matches("(2 intervals over 10.0 s)").count(),
+            2,
+            "{text}"
+        );
     }
 
     fn sample_json() -> String {
@@ -508,7 +515,10 @@ mod tests {
         let p = d.0.join("r.json");
         std::fs::write(&p, sample_json()).unwrap();
         let text = report(&[p], false).unwrap();
-        assert!(text.contains("(JSON report, close-wait.report.v1)"), "{text}");
+        assert!(
+            text.contains("(JSON report, close-wait.report.v1)"),
+            "{text}"
+        );
         assert_eq!(
             row(&text, "all"),
             ["all", "2", "5us", "5us", "9us", "9us", "9us", "9us", "7us"]
@@ -517,7 +527,9 @@ mod tests {
         assert!(text.find("    all").unwrap() < text.find("    port:80").unwrap());
         assert!(text.contains("stuck sockets: 2"), "{text}");
         assert!(
-            text.contains("127.0.0.1:8080 <- 127.0.0.1:40000  in CLOSE_WAIT for 1m01s  held by 42 server"),
+            text.contains(
+                "127.0.0.1:8080 <- 127.0.0.1:40000  in CLOSE_WAIT for 1m01s  held by 42 server"
+            ),
             "{text}"
         );
         assert!(text.contains("diagnosis: request never read"), "{text}");
@@ -542,14 +554,27 @@ mod tests {
     fn garbage_json_names_file_line_and_column() {
         let d = TempDir::new("offline-garbage");
         let p = d.0.join("bad.json");
-        std::fs::write(&p, "{\n  \"schema\": \"close-wait.report.v1\",\n  \"stuck\": [oops]\n}\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "{\n  \"schema\": \"close-wait.report.v1\",\n  \"stuck\": [oops]\n}\n",
+        )
+        .unwrap();
         let e = report(&[p], false).unwrap_err();
         assert!(
-            matches!(e, OfflineError::Json { line: 3, column: 13, .. }),
+            matches!(
+                e,
+                OfflineError::Json {
+                    line: 3,
+                    column: 13,
+                    ..
+                }
+            ),
             "{e:?}"
         );
-        assert!(e.to_string().contains("bad.json:3:13: invalid JSON report"), "{e}");
+        assert!(
+            e.to_string().contains("bad.json:3:13: invalid JSON report"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -597,7 +622,10 @@ mod tests {
             matches!(e, OfflineError::HlogTruncated { line: l, .. } if l == line),
             "{e:?}"
         );
-        assert!(e.to_string().contains(&format!("t.hlog:{line}: truncated")), "{e}");
+        assert!(
+            e.to_string().contains(&format!("t.hlog:{line}: truncated")),
+            "{e}"
+        );
     }
 
     #[test]
