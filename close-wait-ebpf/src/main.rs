@@ -56,7 +56,7 @@ static FILTER_DPORT: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 static KERNEL_STACKS: Global<u8> = Global::new(0);
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 /// Sockets seen entering CLOSE_WAIT -> entry time; removed on tcp_destroy_sock.
 #[map]
 static SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
