@@ -46,6 +46,10 @@ pub mod flags {
     /// (false for sockets that entered CLOSE_WAIT before the tracer attached,
     /// or whose entry was evicted from the bounded map).
     pub const TRACKED: u32 = 1;
+    /// On CLOSE_WAIT -> CLOSE: tcp:tcp_receive_reset fired for this socket
+    /// just before, on the same CPU (tcp_reset -> tcp_done), so the peer
+    /// reset it. Set for untracked sockets too, whose reset event is not sent.
+    pub const RESET_RECEIVED: u32 = 2;
 }
 
 /// One event sent through the ring buffer.

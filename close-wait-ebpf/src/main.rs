@@ -71,6 +71,22 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static LPORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
 #[map]
 static DPORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+/// The last tcp_receive_reset on this CPU, for any socket: tcp_reset() fires
+/// it right before tcp_done() moves the socket to CLOSE on the same CPU, so
+/// a CLOSE_WAIT -> CLOSE of that socket just after is a peer reset, even for
+/// a socket not tracked in `SOCKS` (entered before attach, or evicted).
+#[map]
+static RESET_MARK: PerCpuArray<ResetMark> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ResetMark {
+    skaddr: u64,
+    ts_ns: u64,
+}
+
+/// A reset mark older than this belongs to another call chain.
+const RESET_MARK_MAX_AGE_NS: u64 = 1_000_000;
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
@@ -161,6 +177,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             return Ok(());
         }
     }
+    if oldstate == cw && newstate == tcp_state::CLOSE as i32 {
+        if let Some(m) = RESET_MARK.get_ptr_mut(0) {
+            let m = unsafe { &mut *m };
+            if m.skaddr == skaddr && now.wrapping_sub(m.ts_ns) < RESET_MARK_MAX_AGE_NS {
+                ev_flags |= flags::RESET_RECEIVED;
+                m.skaddr = 0;
+            }
+        }
+    }
     let family: u16 = read(ctx, off.family)?;
     let mut ev = Event {
         ts_ns: now,
@@ -231,11 +256,16 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = sock_event(
-        &ctx,
-        OTHER_OFF.load().receive_reset_skaddr,
-        kind::RECV_RESET,
-    );
+    let off = OTHER_OFF.load().receive_reset_skaddr;
+    if let (Ok(skaddr), Some(m)) = (read::<u64>(&ctx, off), RESET_MARK.get_ptr_mut(0)) {
+        unsafe {
+            *m = ResetMark {
+                skaddr,
+                ts_ns: bpf_ktime_get_ns(),
+            }
+        };
+    }
+    let _ = sock_event(&ctx, off, kind::RECV_RESET);
     0
 }
 

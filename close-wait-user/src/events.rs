@@ -49,6 +49,9 @@ pub struct Record {
     /// Entry time into CLOSE_WAIT as the kernel map held it.
     pub entered_ns: Option<u64>,
     pub tracked: bool,
+    /// CLOSE_WAIT -> CLOSE right after a reset from the peer (the kernel saw
+    /// tcp_receive_reset for this socket just before, on the same CPU).
+    pub reset_received: bool,
     pub oldstate: u8,
     pub newstate: u8,
     /// Local and remote address (state events only).
@@ -89,6 +92,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         comm: comm_str(&ev.comm),
         entered_ns: (ev.entered_ns != 0).then_some(ev.entered_ns),
         tracked: ev.flags & flags::TRACKED != 0,
+        reset_received: ev.flags & flags::RESET_RECEIVED != 0,
         oldstate: ev.oldstate,
         newstate: ev.newstate,
         local,
@@ -145,6 +149,7 @@ mod tests {
         assert_eq!(r.remote.unwrap().to_string(), "127.0.0.2:40000");
         assert_eq!(r.entered_ns, Some(100));
         assert!(r.tracked);
+        assert!(!r.reset_received);
         assert_eq!((r.oldstate, r.newstate), (8, 9));
     }
 
@@ -168,6 +173,14 @@ mod tests {
         let mut big = good.clone();
         big.push(0);
         assert_eq!(decode(&big), Err(DecodeError::Size(EVENT_SIZE + 1)));
+    }
+
+    #[test]
+    fn reset_received_flag() {
+        let mut ev = sample();
+        ev.flags = flags::RESET_RECEIVED;
+        let r = decode(&encode(&ev)).unwrap();
+        assert!(r.reset_received && !r.tracked);
     }
 
     #[test]

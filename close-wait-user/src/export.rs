@@ -14,14 +14,16 @@ pub mod hlog;
 pub mod offline;
 pub mod prometheus;
 
-/// Errors while writing exports or serving metrics.
+/// Errors while writing exports or serving metrics. A cause (an I/O error,
+/// say) is the error's `source()`, not repeated in its message: print the
+/// chain (anyhow's `{:#}`) to see both.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("output {path}: directory {dir} does not exist")]
     MissingDir { path: PathBuf, dir: PathBuf },
     #[error("output {path}: {dir} is not a directory")]
     ParentNotDir { path: PathBuf, dir: PathBuf },
-    #[error("output {path}: cannot create files in {dir}: {source}")]
+    #[error("output {path}: cannot create files in {dir}")]
     DirNotWritable {
         path: PathBuf,
         dir: PathBuf,
@@ -32,14 +34,14 @@ pub enum ExportError {
     IsDirectory { path: PathBuf },
     #[error("refusing to write {path}: it is a symbolic link (remove it or pick another path)")]
     Symlink { path: PathBuf },
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{path}: cannot encode histogram '{tag}': {source}")]
+    #[error("{path}: cannot encode histogram '{tag}'")]
     Encode {
         path: PathBuf,
         tag: String,
@@ -54,7 +56,7 @@ pub enum ExportError {
         "invalid listen address '{input}': {reason} (use PORT, :PORT, IP:PORT or [IPv6]:PORT)"
     )]
     ListenAddr { input: String, reason: &'static str },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

@@ -199,9 +199,10 @@ impl State {
             return;
         };
         let entering = r.newstate == close_wait_common::tcp_state::CLOSE_WAIT;
-        // At entry the task on CPU is the peer's or softirq's, never the
-        // owner (the loopback trap): do not print it as if it were.
-        let who = if entering {
+        // At entry, and at an exit caused by the peer's reset, the task on
+        // CPU is the peer's or softirq's, never the owner (the loopback
+        // trap): do not print it as if it were.
+        let who = if entering || r.reset_received {
             "-".to_string()
         } else {
             format!("{}/{}", r.pid, r.comm)

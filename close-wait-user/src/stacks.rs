@@ -32,6 +32,11 @@ pub struct Frame {
     pub line: Option<u32>,
     /// The binary or shared object (full path), or `kernel`.
     pub module: Option<String>,
+    /// Not captured but deduced from the call instruction of the next frame
+    /// (see [`Symbolizer::user`]): `function`, `file` and `line` name the
+    /// callee's entry, not where it was when the stack was taken.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
 }
 
 impl Frame {
@@ -44,6 +49,7 @@ impl Frame {
             file: None,
             line: None,
             module,
+            inferred: false,
         }
     }
 }
@@ -71,11 +77,15 @@ impl fmt::Display for Frame {
             write!(f, "+{offset:#x}")?;
         }
         match (&self.file, self.line, module) {
-            (Some(file), Some(line), _) => write!(f, " ({file}:{line})"),
-            (Some(file), None, _) => write!(f, " ({file})"),
-            (None, _, Some(module)) => write!(f, " [{module}]"),
-            (None, _, None) => Ok(()),
+            (Some(file), Some(line), _) => write!(f, " ({file}:{line})")?,
+            (Some(file), None, _) => write!(f, " ({file})")?,
+            (None, _, Some(module)) => write!(f, " [{module}]")?,
+            (None, _, None) => {}
         }
+        if self.inferred {
+            f.write_str(" [inferred from the call site below]")?;
+        }
+        Ok(())
     }
 }
 
@@ -118,22 +128,61 @@ impl Symbolizer {
     /// present, split debug info in /usr/lib/debug) and its perf map for JIT
     /// code. The process must still be alive; if it is not, or `pid` is 0,
     /// the frames come back unsymbolized.
+    ///
+    /// A frame-pointer walk started inside a function that keeps no frame
+    /// (libc's syscall wrappers: `connect`, `accept4`) misses that
+    /// function's caller: its return address sits on the stack, not in the
+    /// frame chain. When the second address returns from a direct call to
+    /// another function than the first frame's, that callee is the missing
+    /// frame; it is put back, marked [`Frame::inferred`].
     pub fn user(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        let mut frames = self.user_frames(pid, addrs);
+        if let Some(f) = self.missing_caller(pid, &frames) {
+            frames.insert(1, f);
+        }
+        frames
+    }
+
+    /// The frame lost between `frames[0]` and `frames[1]`, if any (see
+    /// [`Self::user`]).
+    fn missing_caller(&self, pid: u32, frames: &[Frame]) -> Option<Frame> {
+        let [first, second, ..] = frames else {
+            return None;
+        };
+        // Both symbolized: real code, and a start address for the first.
+        first.function.as_ref()?;
+        second.function.as_ref()?;
+        let offset = first.offset?;
+        let ret = second.addr;
+        let call = read_mem(pid, ret.checked_sub(CALL_LEN)?, CALL_LEN as usize)?;
+        let target = direct_call_target(&call, ret)?;
+        if target == first.addr.checked_sub(offset)? {
+            // The first frame's function was called from there: no gap.
+            return None;
+        }
+        if is_plt_stub(&read_mem(pid, target, 12)?) {
+            return None;
+        }
+        let syms = self.symbolize(&process_source(pid, false), &[target]);
+        match syms.into_iter().next()? {
+            // Exactly a function's entry: the decoded call is a real one.
+            Symbolized::Sym(sym) if sym.offset == 0 && !sym.name.ends_with("@plt") => {
+                let mut f = frame_from_sym(target, sym, None);
+                f.offset = None;
+                f.inferred = true;
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+
+    fn user_frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
         // blazesym reads pid 0 as "this process": never symbolize against us.
         if addrs.is_empty() || pid == 0 {
             return addrs.iter().map(|&a| Frame::unknown(a, None)).collect();
         }
         let lookup = lookup_addrs(addrs);
-        let source = |map_files: bool| {
-            let mut process = Process::new(Pid::from(pid));
-            process.debug_syms = true;
-            process.perf_map = true;
-            process.vdso = true;
-            // /proc/PID/map_files survives deleted or namespaced binaries but
-            // needs CAP_SYS_ADMIN; the symbolic paths in maps are the fallback.
-            process.map_files = map_files;
-            Source::Process(process)
-        };
+        let source = |map_files: bool| process_source(pid, map_files);
         let mut syms = self.symbolize(&source(true), &lookup);
         if syms
             .iter()
@@ -214,6 +263,91 @@ impl Symbolizer {
     }
 }
 
+fn process_source(pid: u32, map_files: bool) -> Source<'static> {
+    let mut process = Process::new(Pid::from(pid));
+    process.debug_syms = true;
+    process.perf_map = true;
+    process.vdso = true;
+    // /proc/PID/map_files survives deleted or namespaced binaries but
+    // needs CAP_SYS_ADMIN; the symbolic paths in maps are the fallback.
+    process.map_files = map_files;
+    Source::Process(process)
+}
+
+/// `len` bytes of process `pid` at `addr` (needs ptrace access: root).
+fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut buf = vec![0; len];
+    mem.read_exact_at(&mut buf, addr).ok()?;
+    Some(buf)
+}
+
+/// Length of a direct call instruction (x86-64 `call rel32`, arm64 `bl`).
+#[cfg(target_arch = "x86_64")]
+const CALL_LEN: u64 = 5;
+#[cfg(not(target_arch = "x86_64"))]
+const CALL_LEN: u64 = 4;
+
+/// The callee of the direct call `code` that ends at `ret` (the return
+/// address); `None` for any other instruction.
+fn direct_call_target(code: &[u8], ret: u64) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // e8 rel32: relative to the end of the instruction.
+        let [0xe8, a, b, c, d] = *code else {
+            return None;
+        };
+        Some(ret.wrapping_add_signed(i64::from(i32::from_le_bytes([a, b, c, d]))))
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // bl imm26: relative to the instruction, in words.
+        let w = u32::from_le_bytes(code.try_into().ok()?);
+        if w >> 26 != 0b100101 {
+            return None;
+        }
+        let imm = (((w & 0x03ff_ffff) << 6) as i32 >> 6) as i64 * 4;
+        Some(ret.checked_sub(4)?.wrapping_add_signed(imm))
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (code, ret);
+        None
+    }
+}
+
+/// Whether `code` starts a PLT entry (an indirect jump through the GOT):
+/// the call went to a stub, whose real target is not known here.
+fn is_plt_stub(code: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Optional endbr64, optional bnd prefix, then jmp *disp32(%rip).
+        let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa]).unwrap_or(code);
+        let code = code.strip_prefix(&[0xf2]).unwrap_or(code);
+        code.starts_with(&[0xff, 0x25])
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // Optional bti c, then adrp x16, ...
+        let words: Vec<u32> = code
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let first = match words.as_slice() {
+            [0xd503_245f, next, ..] => *next,
+            [w, ..] => *w,
+            [] => return false,
+        };
+        first & 0x9f00_001f == 0x9000_0010
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = code;
+        false
+    }
+}
+
 /// Stack addresses are return addresses: the instruction after a call. Look
 /// each up one byte earlier so that it lands in the call itself, which gives
 /// the caller's line and stays inside functions that end with a call.
@@ -248,6 +382,7 @@ fn frame_from_sym(addr: u64, sym: Sym<'_>, module: Option<&str>) -> Frame {
         module: module
             .map(str::to_owned)
             .or_else(|| sym.module.map(|m| m.to_string_lossy().into_owned())),
+        inferred: false,
     }
 }
 
@@ -315,7 +450,95 @@ mod tests {
             file: file.map(str::to_owned),
             line,
             module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".to_owned()),
+            inferred: false,
         }
+    }
+
+    #[inline(never)]
+    fn stacks_test_callee(x: u64) -> u64 {
+        std::hint::black_box(x).wrapping_add(3)
+    }
+
+    #[inline(never)]
+    fn stacks_test_caller(x: u64) -> u64 {
+        stacks_test_callee(std::hint::black_box(x)).wrapping_mul(5)
+    }
+
+    /// The return address of the direct call from `stacks_test_caller` to
+    /// `stacks_test_callee`, found in this process's code.
+    #[cfg(target_arch = "x86_64")]
+    fn return_into_caller() -> u64 {
+        assert_eq!(stacks_test_caller(1), 20);
+        let caller = stacks_test_caller as fn(u64) -> u64 as usize as u64;
+        let callee = stacks_test_callee as fn(u64) -> u64 as usize as u64;
+        let code = read_mem(std::process::id(), caller, 256).expect("own code");
+        (0..code.len() - 5)
+            .map(|i| caller + i as u64 + 5)
+            .find(|&ret| {
+                let at = (ret - 5 - caller) as usize;
+                direct_call_target(&code[at..at + 5], ret) == Some(callee)
+            })
+            .expect("a direct call to the callee")
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn puts_back_the_caller_a_frameless_function_hides() {
+        let ret = return_into_caller();
+        let marker = stacks_test_marker as fn(u64) -> u64 as usize as u64;
+        let mut symbolizer = Symbolizer::new();
+        // The stack was taken in `stacks_test_marker` (as if frameless),
+        // and the frame chain went on in the caller of the callee.
+        let frames = symbolizer.user(std::process::id(), &[marker + 4, ret]);
+        assert_eq!(frames.len(), 3, "{frames:#?}");
+        let lost = &frames[1];
+        assert!(lost.inferred, "{lost:?}");
+        assert!(
+            lost.function
+                .as_deref()
+                .is_some_and(|f| f.contains("stacks_test_callee")),
+            "{lost:?}"
+        );
+        assert_eq!(lost.offset, None);
+        assert!(lost
+            .to_string()
+            .ends_with(" [inferred from the call site below]"));
+        assert!(!frames[0].inferred && !frames[2].inferred);
+        assert_eq!(frames[2].addr, ret);
+
+        // Taken in the callee itself: nothing is missing.
+        let callee = stacks_test_callee as fn(u64) -> u64 as usize as u64;
+        let frames = symbolizer.user(std::process::id(), &[callee + 4, ret]);
+        assert_eq!(frames.len(), 2, "{frames:#?}");
+        assert!(frames.iter().all(|f| !f.inferred));
+        // A return address after no direct call: nothing is made up.
+        let frames = symbolizer.user(std::process::id(), &[marker + 4, callee + 1]);
+        assert_eq!(frames.len(), 2, "{frames:#?}");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn decodes_direct_calls_and_plt_stubs() {
+        // leaky's serve_requests: call -0x27e ending at 0x1618 -> 0x139a.
+        assert_eq!(
+            direct_call_target(&[0xe8, 0x82, 0xfd, 0xff, 0xff], 0x1618),
+            Some(0x139a)
+        );
+        assert_eq!(
+            direct_call_target(&[0xe8, 0x10, 0, 0, 0], 0x1000),
+            Some(0x1010)
+        );
+        // call *%rax (ff d0) preceded by other bytes.
+        assert_eq!(direct_call_target(&[0x48, 0x89, 0xc7, 0xff, 0xd0], 9), None);
+        assert_eq!(direct_call_target(&[0xe8, 0, 0], 9), None);
+        assert!(is_plt_stub(&[0xff, 0x25, 0x12, 0x34, 0, 0]));
+        assert!(is_plt_stub(&[
+            0xf3, 0x0f, 0x1e, 0xfa, 0xf2, 0xff, 0x25, 0, 0
+        ]));
+        // push %rbp; mov %rsp,%rbp: a function.
+        assert!(!is_plt_stub(&[0x55, 0x48, 0x89, 0xe5]));
+        assert!(!is_plt_stub(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55]));
+        assert!(!is_plt_stub(&[]));
     }
 
     #[test]
@@ -465,6 +688,10 @@ mod tests {
         assert_eq!(json["file"], "a.c");
         assert_eq!(json["line"], 3);
         assert_eq!(json["module"], "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert!(
+            json.get("inferred").is_none(),
+            "only inferred frames say so"
+        );
     }
 
     #[test]

@@ -167,7 +167,10 @@ impl Tracker {
 
     fn exit(&mut self, r: &Record) -> Episode {
         let prev = self.open.remove(&r.skaddr);
-        let reset_received = prev.as_ref().is_some_and(|s| s.reset_received);
+        // The kernel flags a reset it saw just before this exit even when
+        // the socket is untracked (entered before attach, evicted), whose
+        // reset event never reaches us.
+        let reset_received = r.reset_received || prev.as_ref().is_some_and(|s| s.reset_received);
         let entered_ns = match &prev {
             Some(s) => Some(s.entered_ns),
             None => {
@@ -236,6 +239,7 @@ mod tests {
             comm: format!("p{pid}"),
             entered_ns: None,
             tracked: true,
+            reset_received: false,
             oldstate: old,
             newstate: new,
             local: Some("127.0.0.1:8080".parse().unwrap()),
@@ -335,6 +339,72 @@ mod tests {
         // A reset for a socket never seen entering does not invent an entry.
         let mut t = Tracker::new(16);
         t.on_record(&other(Kind::RecvReset, 1, 4));
+        assert_eq!(t.open_count(), 0);
+        // Nor is it remembered: only the kernel's flag on the exit counts.
+        let ep = t.on_record(&state(2, 4, CLOSE_WAIT, CLOSE, 5)).unwrap();
+        assert_eq!(ep.ending, Ending::Abort);
+        assert_eq!(ep.closer.unwrap().pid, 5);
+    }
+
+    #[test]
+    fn kernel_reset_flag_makes_an_untracked_exit_a_peer_reset() {
+        // Entered before attach (or evicted): no reset event came, the kernel
+        // flagged the exit. The task on CPU is the peer's, not a closer.
+        let mut t = Tracker::new(16);
+        let mut r = state(50, 9, CLOSE_WAIT, CLOSE, 1);
+        r.reset_received = true;
+        let ep = t.on_record(&r).unwrap();
+        assert_eq!(ep.ending, Ending::PeerReset);
+        assert!(ep.closer.is_none());
+        assert_eq!(ep.entered_ns, None);
+        assert_eq!(t.counters.peer_reset, 1);
+        assert_eq!(t.counters.exits_without_entry, 1);
+        // A tracked socket whose reset event was lost: the flag suffices.
+        t.on_record(&state(60, 10, ESTABLISHED, CLOSE_WAIT, 1));
+        let mut r = state(70, 10, CLOSE_WAIT, CLOSE, 1);
+        r.reset_received = true;
+        let ep = t.on_record(&r).unwrap();
+        assert_eq!(ep.ending, Ending::PeerReset);
+        assert_eq!(ep.duration_ns(), Some(10));
+        assert_eq!(t.counters.peer_reset, 2);
+    }
+
+    #[test]
+    fn reset_does_not_carry_into_the_next_episode() {
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::RecvReset, 11, 7));
+        // Its exit was lost; destroyed, and the address reused.
+        t.on_record(&other(Kind::Destroy, 12, 7));
+        t.on_record(&state(20, 7, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t.on_record(&state(30, 7, CLOSE_WAIT, CLOSE, 2)).unwrap();
+        assert_eq!(ep.ending, Ending::Abort);
+        assert_eq!(ep.duration_ns(), Some(10));
+        // Exit and destroy both lost: a second entry starts clean too.
+        t.on_record(&state(40, 8, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::RecvReset, 41, 8));
+        t.on_record(&state(50, 8, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t.on_record(&state(60, 8, CLOSE_WAIT, CLOSE, 2)).unwrap();
+        assert_eq!(ep.ending, Ending::Abort);
+        assert_eq!(ep.duration_ns(), Some(10));
+        assert_eq!(t.open_count(), 0);
+    }
+
+    #[test]
+    fn socket_dropped_by_the_bound_keeps_the_kernel_entry_time() {
+        let mut t = Tracker::new(1);
+        t.on_record(&state(10, 1, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&state(20, 2, ESTABLISHED, CLOSE_WAIT, 1));
+        assert_eq!(t.counters.tracker_dropped, 1);
+        let mut r = state(50, 1, CLOSE_WAIT, LAST_ACK, 3);
+        r.entered_ns = Some(10);
+        let ep = t.on_record(&r).unwrap();
+        assert_eq!(ep.ending, Ending::Graceful);
+        assert_eq!(ep.duration_ns(), Some(40));
+        assert_eq!(t.counters.exits_without_entry, 1);
+        // The one still tracked is unaffected.
+        let ep = t.on_record(&state(70, 2, CLOSE_WAIT, LAST_ACK, 3)).unwrap();
+        assert_eq!(ep.duration_ns(), Some(50));
         assert_eq!(t.open_count(), 0);
     }
 

@@ -58,6 +58,9 @@ def handle(conn, mode, delay, hold, index):
         wait_peer_closed(conn, hold)
         time.sleep(delay)
         conn.close()
+    elif mode == "close-now":
+        # The peer's socket goes to CLOSE_WAIT without it sending anything.
+        conn.close()
     elif mode == "read-hold":
         read_to_eof(conn)
         time.sleep(hold)
@@ -114,6 +117,8 @@ def client(args):
         say(f"client local {fmt(s.getsockname())}")
         if args.send:
             s.sendall(b"x" * args.send)
+        if args.data:
+            s.sendall(args.data.encode())
         if args.mode == "close":
             s.close()
         elif args.mode == "rst":
@@ -147,6 +152,7 @@ def main():
     c.add_argument("--mode", default="close")
     c.add_argument("--count", type=int, default=1)
     c.add_argument("--send", type=int, default=0)
+    c.add_argument("--data", default="", help="text to send after --send bytes")
     c.add_argument("--gap-ms", type=float, default=0)
     c.add_argument("--rst-after-ms", type=float, default=300)
     args = p.parse_args()

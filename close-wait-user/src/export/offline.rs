@@ -17,24 +17,26 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 
 use super::hlog::{parse_hlog, HlogInterval};
-use crate::histograms::{new_histogram, tag_order, HistSummary};
+use crate::histograms::{new_histogram, tag_order, HistSummary, TAG_OPEN};
 
 /// Schema name of the JSON reports this reader understands.
 pub const REPORT_SCHEMA: &str = "close-wait.report.v1";
 
 /// Errors while reading recorded outputs. Each names the file, and the line
 /// where the input is broken.
+/// A cause (a JSON or I/O error) is the error's `source()`, not repeated in
+/// its message: print the chain (anyhow's `{:#}`) to see both.
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     #[error("no input files: give one or more JSON reports or .hlog interval logs")]
     NoInput,
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}:{column}: {} JSON report: {source}", if source.is_eof() { "truncated" } else { "invalid" })]
+    #[error("{path}:{line}:{column}: {} JSON report", if source.is_eof() { "truncated" } else { "invalid" })]
     Json {
         path: PathBuf,
         line: usize,
@@ -50,21 +52,21 @@ pub enum OfflineError {
         "{path}:{line}: truncated line (was the writer killed? every line before it is complete)"
     )]
     HlogTruncated { path: PathBuf, line: usize },
-    #[error("{path}:{line}: histogram payload is not base64: {source}")]
+    #[error("{path}:{line}: histogram payload is not base64")]
     HlogBase64 {
         path: PathBuf,
         line: usize,
         #[source]
         source: base64::DecodeError,
     },
-    #[error("{path}:{line}: histogram payload cannot be decoded: {source}")]
+    #[error("{path}:{line}: histogram payload cannot be decoded")]
     HlogPayload {
         path: PathBuf,
         line: usize,
         #[source]
         source: hdrhistogram::serialization::DeserializeError,
     },
-    #[error("{path}: cannot add up histograms of tag '{tag}': {source}")]
+    #[error("{path}: cannot add up histograms of tag '{tag}'")]
     Merge {
         path: PathBuf,
         tag: String,
@@ -257,13 +259,26 @@ fn render_json(out: &mut String, path: &Path, r: &JsonReport) {
 
 /// Adds the intervals of one log into `merged`, per tag (untagged lines
 /// under `(untagged)`).
+///
+/// The `open` lines are snapshots (the ages of the sockets still in
+/// CLOSE_WAIT at each checkpoint), not what happened during their interval:
+/// only the log's last one is taken, or a socket held for ten intervals
+/// would be counted ten times.
 fn merge_intervals(
     path: &Path,
     intervals: &[HlogInterval],
     merged: &mut BTreeMap<String, Histogram<u64>>,
 ) -> Result<(), OfflineError> {
+    let last_open = intervals
+        .iter()
+        .filter(|i| i.tag.as_deref() == Some(TAG_OPEN))
+        .map(|i| i.start_s)
+        .reduce(f64::max);
     for i in intervals {
         let tag = i.tag.as_deref().unwrap_or("(untagged)");
+        if tag == TAG_OPEN && Some(i.start_s) != last_open {
+            continue;
+        }
         let h = merged.entry(tag.to_owned()).or_insert_with(new_histogram);
         h.add(&i.hist).map_err(|source| OfflineError::Merge {
             path: path.to_path_buf(),
@@ -487,6 +502,41 @@ mod tests {
         );
     }
 
+    /// One socket held in CLOSE_WAIT over three checkpoints: the log has
+    /// three `open` snapshots of the same socket, aged 1, 2 and 3 s.
+    fn write_held_log(path: &Path) {
+        let mut hs = Histograms::new();
+        let mut w =
+            HlogWriter::create(path, UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+        hs.record_closed("srv", 80, 5_000);
+        for k in 0..3u64 {
+            hs.set_open_ages(&[(k + 1) * 1_000_000]);
+            w.write_interval(
+                Duration::from_secs(k),
+                Duration::from_secs(1),
+                &hs.take_interval(),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn open_snapshots_are_not_added_across_intervals() {
+        let d = TempDir::new("offline-open");
+        let a = d.0.join("a.hlog");
+        let b = d.0.join("b.hlog");
+        write_held_log(&a);
+        write_held_log(&b);
+        let text = report(std::slice::from_ref(&a), false).unwrap();
+        // the last snapshot: one socket, 3 s old (not 3 sockets)
+        assert_eq!(row(&text, "open")[1..3], ["1", "3.00s"], "{text}");
+        assert_eq!(row(&text, "all")[1], "1", "{text}");
+        // merged logs add their last snapshots
+        let text = report(&[a, b], true).unwrap();
+        assert_eq!(row(&text, "open")[1..3], ["2", "3.00s"], "{text}");
+        assert_eq!(row(&text, "all")[1], "2", "{text}");
+    }
+
     fn sample_json() -> String {
         serde_json::json!({
             "schema": "close-wait.report.v1",
@@ -587,6 +637,10 @@ mod tests {
         assert!(matches!(e, OfflineError::Json { line: 1, .. }), "{e:?}");
         assert!(e.to_string().contains("cut.json:1:"), "{e}");
         assert!(e.to_string().contains("truncated JSON report"), "{e}");
+        // the cause is printed once, by the error chain
+        assert!(!e.to_string().contains("EOF while parsing"), "{e}");
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches("EOF while parsing").count(), 1, "{chain}");
     }
 
     #[test]
