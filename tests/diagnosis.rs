@@ -204,7 +204,7 @@ fn leaked_connect_names_its_stack() {
         open < serve && serve < main,
         "frames out of order:\n{stack}"
     );
-    for i in [serve, main] {
+    for i in [open, serve, main] {
         let l = stack.lines().nth(i).unwrap();
         assert!(l.contains("leaky.c:"), "no leaky.c:LINE in {l:?}");
     }
@@ -436,7 +436,7 @@ fn accepted_entry<'a>(
 ) -> &'a Value {
     let e = one(&out.json, "stuck", &acc.1, &acc.2);
     let ctx = pretty(e);
-    assert_age(e, took + Duration::from_secs(1));
+    assert_age(e, took);
     assert_eq!(e["origin"], "accept", "{ctx}");
     assert_eq!(e["origin_task"]["pid"], srv.pid(), "{ctx}");
     assert_ne!(e["inode"], 0, "{ctx}");
@@ -508,8 +508,9 @@ fn read_not_closed_has_nothing_unread() {
         why.starts_with("the application read everything including EOF"),
         "{why}"
     );
-    // The client is gone too.
-    assert!(why.contains("no live connection"), "{why}");
+    // (Whether a live connection to the peer remains is not checked here:
+    // on loopback every local client has the peer's IP. The leaky test
+    // checks it for a connect()ed socket, by IP and port.)
     group_of(&out.json, "read-not-closed", srv.pid());
 }
 
@@ -519,14 +520,10 @@ fn held_elsewhere_names_the_forked_child() {
         return;
     }
     let (out, srv, acc, took) = one_connection("fork-hold", 0, &[]);
-    let child_line = srv
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.starts_with("child pid "))
-        .cloned()
-        .expect("child line");
+    let child_line = wait_for("the child's line", SECS10, || {
+        let seen = srv.seen.lock().unwrap();
+        seen.iter().find(|l| l.starts_with("child pid ")).cloned()
+    });
     // "child pid C holds fd F"
     let w: Vec<&str> = child_line.split_whitespace().collect();
     let (child, cfd): (u64, u64) = (w[2].parse().unwrap(), w[5].parse().unwrap());

@@ -709,13 +709,27 @@ fn prometheus_metrics_count_what_happened() {
     let fin = tracer.stop();
     assert!(fin.status.success(), "close-wait failed: {}", fin.stderr);
 
-    // The log has the held socket in the `open` snapshot of several
-    // intervals; the offline report counts it once (the last snapshot).
-    let open_lines = hlog_lines(&hlog, "open")
-        .into_iter()
-        .filter(|l| l.split(',').nth(3).is_some_and(|max| max != "0.000"))
-        .count();
-    assert!(open_lines >= 2, "{:?}", hlog_lines(&hlog, "open"));
+    // `open` is a snapshot, not events: only the final interval carries it
+    // (so summing intervals never counts a socket twice), with the held
+    // socket in it; the offline report counts it once.
+    let all_lines = hlog_lines(&hlog, "all");
+    let open_lines = hlog_lines(&hlog, "open");
+    assert_eq!(open_lines.len(), 1, "{open_lines:?}");
+    assert!(
+        all_lines.len() >= 2,
+        "expected several intervals: {all_lines:?}"
+    );
+    let last_all_start = all_lines.last().unwrap().split(',').nth(1).unwrap();
+    assert_eq!(
+        open_lines[0].split(',').nth(1).unwrap(),
+        last_all_start,
+        "open is not in the final interval: {open_lines:?} vs {all_lines:?}"
+    );
+    assert_ne!(
+        open_lines[0].split(',').nth(3),
+        Some("0.000"),
+        "{open_lines:?}"
+    );
     let rep = report(&[&hlog], false);
     let text = String::from_utf8_lossy(&rep.stdout);
     assert!(

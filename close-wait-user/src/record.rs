@@ -320,7 +320,11 @@ impl State {
     }
 
     /// Writes every file output; on the final call also the last interval.
-    fn checkpoint(&mut self, tracer: &Tracer, now_ns: u64) -> anyhow::Result<Report> {
+    ///
+    /// The `open` histogram (ages of sockets still in CLOSE_WAIT) is a
+    /// snapshot, not a count of events: it goes into the .hlog only with the
+    /// final interval, so adding up intervals never counts a socket twice.
+    fn checkpoint(&mut self, tracer: &Tracer, now_ns: u64, last: bool) -> anyhow::Result<Report> {
         let kc = tracer.counters();
         let report = self.build_report(tracer, &kc, now_ns);
         if let Some(m) = &self.metrics {
@@ -336,7 +340,10 @@ impl State {
         if let Some(w) = &mut self.hlog {
             let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
             let len = Duration::from_nanos(now_ns.saturating_sub(self.last_interval_ns));
-            let interval = self.hist.take_interval();
+            let mut interval = self.hist.take_interval();
+            if !last {
+                interval.retain(|(tag, _)| tag != crate::histograms::TAG_OPEN);
+            }
             w.write_interval(start, len, &interval)?;
         } else {
             self.hist.take_interval();
@@ -403,7 +410,12 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
     let started = SystemTime::now();
     // Sockets already in CLOSE_WAIT: their age will be a lower bound.
     let preexisting: HashSet<_> = sockets::list_tcp(&[close_wait_common::tcp_state::CLOSE_WAIT])
-        .map(|v| v.iter().map(investigate::tuple).collect())
+        .map(|v| {
+            v.iter()
+                .map(investigate::tuple)
+                .filter(|(l, r)| investigate::ports_kept(&args.filters, *l, *r))
+                .collect()
+        })
         .unwrap_or_default();
     let opts = loader::LoadOptions {
         max_sockets: args.max_sockets,
@@ -479,7 +491,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
             }
             _ = tick.tick() => {
                 st.drain(ring.get_mut());
-                if let Err(e) = st.checkpoint(&tracer, clock::monotonic_ns()) {
+                if let Err(e) = st.checkpoint(&tracer, clock::monotonic_ns(), false) {
                     log::error!("checkpoint failed: {e:#}");
                 }
                 st.status_line(&tracer.counters());
@@ -490,7 +502,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
         }
     }
     st.drain(ring.get_mut());
-    let report = st.checkpoint(&tracer, clock::monotonic_ns())?;
+    let report = st.checkpoint(&tracer, clock::monotonic_ns(), true)?;
     print!("{}", report::render(&report));
     drop(tracer);
     if st.args.fail_on_stuck && report.counters.stuck > 0 {

@@ -77,7 +77,7 @@ impl TcpSocket {
 /// Why the socket table could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketsError {
-    #[error("netlink sock_diag {op} failed: {source}")]
+    #[error("netlink sock_diag {op} failed")]
     NetlinkIo {
         op: &'static str,
         #[source]
@@ -99,7 +99,7 @@ pub enum SocketsError {
     },
     #[error("sock_diag reply malformed at offset {offset}: {what}")]
     Malformed { what: &'static str, offset: usize },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ProcRead {
         path: PathBuf,
         #[source]

@@ -16,7 +16,7 @@ pub enum FormatError {
     NoTracefs(String),
     #[error("tracepoint {0} is missing from this kernel ({1} not found)")]
     MissingTracepoint(String, PathBuf),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
