@@ -362,7 +362,7 @@ fn unaccepted_names_the_listener() {
     assert_eq!(g["count"], COUNT as u64, "{}", pretty(g));
     let why = g["evidence"].as_str().unwrap();
     assert!(
-        why.starts_with("3 sockets: ")
+        why.starts_with("3 sockets, 0 unread bytes in all; first: ")
             && why.ends_with(&format!("listener {local} accept queue 3/4")),
         "{why}"
     );

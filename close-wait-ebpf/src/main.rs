@@ -63,6 +63,12 @@ static SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 /// (tgid, fd) -> the connect()/accept() call that made it.
 #[map]
 static FDS: LruHashMap<FdKey, FdOrigin> = LruHashMap::with_max_entries(65536, 0);
+/// tid -> the (tgid, fd) of the connect() it is in, when kernel stacks are
+/// asked for: the kernel stack is taken where the socket leaves CLOSE for
+/// SYN_SENT (inside tcp_v4_connect / tcp_v6_connect), not at syscall entry
+/// where it would only show the syscall plumbing.
+#[map]
+static CONNECTING: LruHashMap<u32, FdKey> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map]
@@ -136,6 +142,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let oldstate: i32 = read(ctx, off.oldstate)?;
     let newstate: i32 = read(ctx, off.newstate)?;
+    if oldstate == tcp_state::CLOSE as i32 && newstate == tcp_state::SYN_SENT as i32 {
+        connect_kernel_stack(ctx);
+        return Ok(());
+    }
     let cw = tcp_state::CLOSE_WAIT as i32;
     if oldstate != cw && newstate != cw {
         return Ok(());
@@ -275,6 +285,30 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// In connect(), as the socket goes CLOSE -> SYN_SENT: the kernel stack of
+/// the connect path, for the fd that sys_enter_connect noted.
+#[inline(always)]
+fn connect_kernel_stack(ctx: &TracePointContext) {
+    if KERNEL_STACKS.load() == 0 {
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(key) = (unsafe { CONNECTING.get(&tid) }).copied() else {
+        return;
+    };
+    let _ = CONNECTING.remove(&tid);
+    let id = match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            count(counter::STACK_FAILED);
+            e
+        }
+    };
+    if let Some(p) = FDS.get_ptr_mut(&key) {
+        unsafe { (*p).kernel_stack = id };
+    }
+}
+
 fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
     if !(0..=i32::MAX as i64).contains(&fd) {
         return;
@@ -287,7 +321,11 @@ fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
             e
         }
     };
-    let kernel_stack = if KERNEL_STACKS.load() != 0 {
+    let kernel_stack = if KERNEL_STACKS.load() != 0 && how == origin::CONNECT {
+        // Taken a moment later, in tcp_v4_connect (connect_kernel_stack).
+        let _ = CONNECTING.insert(&(pid_tgid as u32), &key_of(pid_tgid, fd), 0);
+        -1
+    } else if KERNEL_STACKS.load() != 0 {
         match ctx.get_stackid(&STACKS, 0) {
             Ok(id) => id as i32,
             Err(e) => {
@@ -298,10 +336,7 @@ fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
     } else {
         -1
     };
-    let key = FdKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
-    };
+    let key = key_of(pid_tgid, fd);
     let value = FdOrigin {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         closed_ns: 0,
@@ -313,6 +348,14 @@ fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
     };
     if FDS.insert(&key, &value, 0).is_err() {
         count(counter::FD_INSERT_FAILED);
+    }
+}
+
+#[inline(always)]
+fn key_of(pid_tgid: u64, fd: i64) -> FdKey {
+    FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
     }
 }
 

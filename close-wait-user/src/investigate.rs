@@ -400,7 +400,10 @@ fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOu
         }
         let d = g.diagnosis.as_str();
         if g.count > 1 {
-            g.evidence = format!("{} sockets: {}", g.count, g.evidence);
+            g.evidence = format!(
+                "{} sockets, {} unread bytes in all; first: {}",
+                g.count, g.unread_bytes, g.evidence
+            );
         }
         if d == Diagnosis::Unaccepted.as_str() {
             if let Some(l) = stuck
