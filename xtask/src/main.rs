@@ -233,7 +233,7 @@ fn test(args: &[String]) -> Result<()> {
     build_release()?;
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "-p", "close-wait-tests", "--"])
+        .args(["test", "-p", "close-wait-tests", "--tests", "--"])
         .arg("--test-threads=1")
         .args(args)
         .env("CLOSE_WAIT_BIN", root.join("target/release/close-wait")))
