@@ -30,6 +30,8 @@ use crate::{
 
 /// Exit status when --fail-on-stuck finds stuck sockets.
 pub const EXIT_STUCK: i32 = 3;
+/// Longest an event waits in the ring buffer when no batch wakes us.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Finished episodes kept for the JSON report.
 const MAX_EPISODES: usize = 1000;
 
@@ -474,6 +476,9 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
         tokio::time::Instant::now() + st.args.interval,
         st.args.interval,
     );
+    // The kernel wakes us only for batches; this drains the stragglers.
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = st.args.duration.map(|d| tokio::time::Instant::now() + d);
     let until = async {
         match deadline {
@@ -489,6 +494,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
                 st.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
+            _ = drain_tick.tick() => st.drain(ring.get_mut()),
             _ = tick.tick() => {
                 st.drain(ring.get_mut());
                 if let Err(e) = st.checkpoint(&tracer, clock::monotonic_ns(), false) {
