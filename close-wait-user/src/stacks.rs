@@ -425,8 +425,25 @@ pub fn stack_note(frames: &[Frame]) -> Option<String> {
              or its binaries are stripped (JIT runtimes need a /tmp/perf-PID.map)",
             frames.len()
         )),
-        _ => None,
+        _ => {
+            // A frame-pointer walk through code built without frame pointers
+            // lands on data: heap, stack or anonymous memory, unsymbolized.
+            let bogus = frames
+                .iter()
+                .skip(1)
+                .position(|f| f.function.is_none() && lands_in_data(f.module.as_deref()))?;
+            Some(format!(
+                "frames after #{} point into data, not code: the walk left code built \
+                 without frame pointers (rebuild with -fno-omit-frame-pointer for full stacks)",
+                bogus + 1
+            ))
+        }
     }
+}
+
+/// Mappings that hold data, never code a stack could return into.
+fn lands_in_data(module: Option<&str>) -> bool {
+    matches!(module, Some("[heap]" | "[stack]") | None)
 }
 
 #[cfg(test)]
@@ -727,8 +744,21 @@ mod tests {
         assert!(one.contains("-fno-omit-frame-pointer"), "{one}");
         let lost = stack_note(&[Frame::unknown(1, None), Frame::unknown(2, None)]).unwrap();
         assert!(lost.contains("none of the 2 frames"), "{lost}");
-        let good = [frame(Some("a"), None, None), Frame::unknown(2, None)];
+        // An unsymbolized frame inside a code mapping is fine...
+        let good = [
+            frame(Some("a"), None, None),
+            Frame::unknown(2, Some("/usr/lib/libfoo.so".to_owned())),
+        ];
         assert_eq!(stack_note(&good), None);
+        // ...one in the heap (or in no mapping at all) is a walk gone astray.
+        for module in [Some("[heap]".to_owned()), None] {
+            let astray = [
+                frame(Some("accept4"), None, None),
+                Frame::unknown(0x55d0_0000_1000, module),
+            ];
+            let note = stack_note(&astray).unwrap();
+            assert!(note.contains("after #1 point into data"), "{note}");
+        }
     }
 
     /// Kills and reaps the helper when the test ends, pass or fail.
