@@ -347,6 +347,23 @@ pub fn investigate(
     }
 }
 
+/// The functions of a stack, without offsets or lines: one call path may
+/// stop at different offsets (a syscall wrapper's fast and slow paths).
+fn stack_key(stack: &[String]) -> String {
+    stack
+        .iter()
+        .map(|f| {
+            let name = f.split([' ', '+']).next().unwrap_or("");
+            if name.starts_with("0x") {
+                "?"
+            } else {
+                name
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOut> {
     let mut groups: Vec<GroupOut> = Vec::new();
     let mut index: HashMap<(String, Option<u32>, String, String), usize> = HashMap::new();
@@ -354,8 +371,7 @@ fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOu
         let pid = pids.get(&i).copied().flatten();
         let remote: SocketAddr = s.remote.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
         let peer = peer_key(&s.origin, remote);
-        let top = s.stack.first().cloned().unwrap_or_default();
-        let key = (s.diagnosis.clone(), pid, top, peer.clone());
+        let key = (s.diagnosis.clone(), pid, stack_key(&s.stack), peer.clone());
         match index.get(&key) {
             Some(&g) => {
                 let g = &mut groups[g];
@@ -424,4 +440,29 @@ fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOu
             .then(b.oldest_age_ms.cmp(&a.oldest_age_ms))
     });
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_key_ignores_offsets_and_lines() {
+        let a = vec![
+            "accept4+0x58 (accept4.c:31)".to_string(),
+            "0x556a53a73850 [[heap]]".to_string(),
+        ];
+        let b = vec![
+            "accept4+0x13 (accept4.c:31)".to_string(),
+            "0x556a53a79999 [[heap]]".to_string(),
+        ];
+        assert_eq!(stack_key(&a), stack_key(&b));
+        assert_eq!(stack_key(&a), "accept4;?");
+        let c = vec![
+            "connect+0x10".to_string(),
+            "open_leaky_connection (leaky.c:58)".to_string(),
+        ];
+        assert_eq!(stack_key(&c), "connect;open_leaky_connection");
+        assert_ne!(stack_key(&a), stack_key(&c));
+    }
 }
