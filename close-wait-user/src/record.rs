@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    net::SocketAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -94,6 +95,28 @@ struct State {
     last_interval_ns: u64,
     symbolizer: Symbolizer,
     last_stuck: u64,
+    /// Local ports with a listener, refreshed every interval: tells an
+    /// accepted socket (service port = local) from a connected one (remote).
+    listen_ports: HashSet<u16>,
+    listen_refreshed_ns: u64,
+}
+
+/// The service port of a connection: the listening port for accepted
+/// sockets, the remote port for connected ones.
+pub fn service_port(listen_ports: &HashSet<u16>, local: SocketAddr, remote: SocketAddr) -> u16 {
+    if listen_ports.contains(&local.port()) {
+        local.port()
+    } else {
+        remote.port()
+    }
+}
+
+fn listening_ports(table: &[sockets::TcpSocket]) -> HashSet<u16> {
+    table
+        .iter()
+        .filter(|s| s.state == close_wait_common::tcp_state::LISTEN)
+        .map(|s| s.local.port())
+        .collect()
 }
 
 fn state_name(s: u8) -> &'static str {
@@ -146,6 +169,22 @@ impl State {
             .is_some_and(|t| investigate::pid_kept(f, t.pid))
     }
 
+    /// Service port of a finished episode; a local port not known to listen
+    /// refreshes the listener set (at most once a second: a listener opened
+    /// after the last refresh is then found).
+    fn port_of(&mut self, ep: &Episode) -> u16 {
+        let now = clock::monotonic_ns();
+        if !self.listen_ports.contains(&ep.local.port())
+            && now.saturating_sub(self.listen_refreshed_ns) > 1_000_000_000
+        {
+            self.listen_refreshed_ns = now;
+            if let Ok(t) = sockets::list_tcp(&[close_wait_common::tcp_state::LISTEN]) {
+                self.listen_ports = listening_ports(&t);
+            }
+        }
+        service_port(&self.listen_ports, ep.local, ep.remote)
+    }
+
     fn on_record(&mut self, r: &Record) {
         if self.args.events && r.kind == events::Kind::State {
             self.print_event(r);
@@ -163,8 +202,8 @@ impl State {
             return;
         }
         let out = episode_out(&ep);
+        let port = self.port_of(&ep);
         if let (Some(d), Some(c)) = (ep.duration_ns(), &ep.closer) {
-            let port = ep.local.port();
             self.hist.record_closed(&c.comm, port, d / 1000);
             if d >= self.args.threshold.as_nanos() as u64 {
                 let e = self
@@ -187,7 +226,7 @@ impl State {
         if let Some(m) = &self.metrics {
             let comm = ep.closer.as_ref().map(|c| c.comm.as_str()).unwrap_or("");
             let secs = ep.duration_ns().map(|d| d as f64 / 1e9);
-            m.observe_closed(comm, ep.local.port(), secs, ep.ending.as_str());
+            m.observe_closed(comm, port, secs, ep.ending.as_str());
         }
         if self.episodes.len() >= MAX_EPISODES {
             self.episodes.pop_front();
@@ -251,6 +290,9 @@ impl State {
             log::warn!("cannot read the socket table: {e}");
             Vec::new()
         });
+        if !table.is_empty() {
+            self.listen_ports = listening_ports(&table);
+        }
         let known = Known {
             entered: self
                 .tracker
@@ -466,6 +508,10 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
         last_interval_ns: attach_ns,
         symbolizer: Symbolizer::new(),
         last_stuck: 0,
+        listen_ports: sockets::list_tcp(&[close_wait_common::tcp_state::LISTEN])
+            .map(|t| listening_ports(&t))
+            .unwrap_or_default(),
+        listen_refreshed_ns: attach_ns,
         args,
     };
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -515,4 +561,24 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
         return Ok(EXIT_STUCK);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_port_is_the_listening_or_the_remote_port() {
+        let listen: HashSet<u16> = [8080].into_iter().collect();
+        let accepted = (
+            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.1:40000".parse().unwrap(),
+        );
+        assert_eq!(service_port(&listen, accepted.0, accepted.1), 8080);
+        let connected = (
+            "127.0.0.1:40001".parse().unwrap(),
+            "10.0.0.1:5432".parse().unwrap(),
+        );
+        assert_eq!(service_port(&listen, connected.0, connected.1), 5432);
+    }
 }
