@@ -82,6 +82,11 @@ fn bad_input_fails_before_attaching() {
             err.contains(needle),
             "{args:?}: stderr lacks '{needle}': {err}"
         );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
     }
 }
 

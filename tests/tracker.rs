@@ -696,3 +696,120 @@ fn snapshot_lists_close_wait_with_holder_and_unread_bytes() {
         "{stdout}"
     );
 }
+
+/// A cgroup v2 made for one test, removed (after its processes) on drop.
+struct TestCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl TestCgroup {
+    fn new(tag: &str) -> TestCgroup {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = info
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+            })
+            .expect("a cgroup v2 hierarchy must be mounted for --cgroup");
+        let dir = std::path::Path::new(&mount)
+            .join(format!("close-wait-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TestCgroup { dir }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The processes were killed before (declared after this guard);
+        // rmdir succeeds once the kernel has reaped them.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn cgroup_filter_keeps_only_processes_inside() {
+    if !privileged("cgroup_filter_keeps_only_processes_inside") {
+        return;
+    }
+    let cg = TestCgroup::new("filter");
+    let (sa, pa) = leaky_server();
+    let (sb, pb) = leaky_server();
+    cg.add(sa.pid());
+    let path = cg.dir.to_string_lossy().into_owned();
+    let tracer = Tracer::start(&["--cgroup", &path, "--threshold", "200ms"]);
+    let (a_closed, a_held, _ca) = two_connections(&sa, pa);
+    let (b_closed, b_held, _cb) = two_connections(&sb, pb);
+    wait_left_close_wait(&a_closed);
+    wait_left_close_wait(&b_closed);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let j = &out.json;
+    // A, inside the cgroup: its episode (by closer) and its stuck socket
+    // (by holder) are kept; B, outside, is not.
+    let e = one(j, "episodes", &a_closed.local, &a_closed.remote);
+    assert_eq!(e["closer"]["pid"], sa.pid(), "{e}");
+    let s = one(j, "stuck", &a_held.local, &a_held.remote);
+    assert_eq!(holders(s), vec![(sa.pid() as u64, a_held.fd as u64)]);
+    assert!(find(j, "episodes", &b_closed.local, &b_closed.remote).is_empty());
+    assert!(find(j, "stuck", &b_held.local, &b_held.remote).is_empty());
+    let a = sa.pid() as u64;
+    assert_all(j, "episodes", "closed by A", |e| e["closer"]["pid"] == a);
+    assert_all(j, "stuck", "held by A", |e| {
+        e["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["pid"] == a)
+    });
+    drop((sa, sb));
+}
+
+#[test]
+fn service_port_of_a_connected_socket_is_the_remote_port() {
+    if !privileged("service_port_of_a_connected_socket_is_the_remote_port") {
+        return;
+    }
+    // The server closes first: the *client's* socket goes to CLOSE_WAIT,
+    // and the client closes it 300 ms later. Its service port is the
+    // server's (remote) port, not its ephemeral local port.
+    let (srv, port) = server(&["--mode", "close-now", "--count", "1", "--hold", "10"]);
+    let tracer = Tracer::start(&["-D", &port.to_string(), "--threshold", "5s"]);
+    let cli = client(
+        &v4(port),
+        &["--mode", "close-on-eof", "--close-delay-ms", "300"],
+    );
+    let local = cli.expect("client local", T);
+    let local = local.split_whitespace().nth(2).unwrap().to_string();
+    cli.expect("done", T);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let e = one(&out.json, "episodes", &local, &v4(port));
+    assert_eq!(e["ending"], "graceful", "{e}");
+    assert_eq!(e["closer"]["pid"], cli.pid(), "{e}");
+    let tags: Vec<&str> = out.json["histograms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["tag"].as_str().unwrap())
+        .collect();
+    assert!(tags.contains(&format!("port:{port}").as_str()), "{tags:?}");
+    assert!(
+        !tags.contains(&format!("port:{}", port_of(&local)).as_str()),
+        "{tags:?}"
+    );
+    drop(srv);
+}

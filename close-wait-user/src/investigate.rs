@@ -73,20 +73,10 @@ pub fn tuple(s: &TcpSocket) -> Tuple {
     (addr::normalize(s.local), addr::normalize(s.remote))
 }
 
-/// Does the cgroup v2 path of `pid` lie under `want`?
+/// Is `pid` in cgroup `want` (a path as `cgroup::resolve` returns it) or
+/// below it?
 pub fn in_cgroup(pid: u32, want: &Path) -> bool {
-    let Some(info) = sockets::process_info(pid) else {
-        return false;
-    };
-    let want = want
-        .strip_prefix("/sys/fs/cgroup")
-        .unwrap_or(want)
-        .to_string_lossy()
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .to_string();
-    let have = info.cgroup.trim_start_matches('/');
-    want.is_empty() || have == want || have.starts_with(&format!("{want}/"))
+    sockets::process_info(pid).is_some_and(|info| crate::cgroup::contains(want, &info.cgroup))
 }
 
 /// Does a process pass the -p / --cgroup filters?

@@ -7,7 +7,10 @@ use close_wait::{
 };
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_on_usage_error(e),
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -42,4 +45,29 @@ fn run_record(args: close_wait::cli::RecordArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()?
         .block_on(record::run(args))
+}
+
+/// Help and version print as clap renders them; a usage error prints as one
+/// line (its first paragraph), exit status 2.
+fn exit_on_usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    // The message is the first paragraph; tips and usage follow a blank line.
+    let para: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = para.join(" ");
+    let first = joined.strip_prefix("error: ").unwrap_or(&joined);
+    eprintln!("close-wait: error: {first} (see close-wait --help)");
+    std::process::exit(2);
 }

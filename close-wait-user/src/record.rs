@@ -46,22 +46,12 @@ impl Origins for Tracer {
 }
 
 /// Everything checked before attaching; errors here name what is wrong.
-fn validate(args: &RecordArgs) -> anyhow::Result<Option<std::net::SocketAddr>> {
+fn validate(args: &mut RecordArgs) -> anyhow::Result<Option<std::net::SocketAddr>> {
     for p in [&args.json, &args.hlog, &args.hgrm].into_iter().flatten() {
         atomic::check_output_path(p)?;
     }
     if let Some(c) = &args.filters.cgroup {
-        let full = if c.is_absolute() {
-            c.clone()
-        } else {
-            PathBuf::from("/sys/fs/cgroup").join(c)
-        };
-        if !full.is_dir() {
-            anyhow::bail!(
-                "cgroup {} not found (expected a cgroup v2 directory)",
-                full.display()
-            );
-        }
+        args.filters.cgroup = Some(crate::cgroup::resolve(c)?);
     }
     let prom = match &args.prometheus {
         Some(a) => Some(prometheus::parse_listen_addr(a)?),
@@ -448,8 +438,8 @@ fn kernel_release() -> String {
 }
 
 /// Runs `record`; returns the process exit status.
-pub async fn run(args: RecordArgs) -> anyhow::Result<i32> {
-    let prom_addr = validate(&args)?;
+pub async fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
+    let prom_addr = validate(&mut args)?;
     let pre = loader::preflight()?;
     let started = SystemTime::now();
     // Sockets already in CLOSE_WAIT: their age will be a lower bound.

@@ -17,6 +17,10 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<i32> {
     if let Some(p) = &args.json {
         atomic::check_output_path(p)?;
     }
+    let mut args = args.clone();
+    if let Some(c) = &args.filters.cgroup {
+        args.filters.cgroup = Some(crate::cgroup::resolve(c)?);
+    }
     use close_wait_common::tcp_state::{CLOSE_WAIT, ESTABLISHED, LISTEN};
     let table = sockets::list_tcp(&[ESTABLISHED, CLOSE_WAIT, LISTEN])?;
     let known = Known {

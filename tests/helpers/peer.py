@@ -124,6 +124,11 @@ def client(args):
         elif args.mode == "rst":
             s.shutdown(socket.SHUT_WR)
             socks.append(s)
+        elif args.mode == "close-on-eof":
+            # The server closes first: this socket sits in CLOSE_WAIT.
+            read_to_eof(s)
+            time.sleep(args.close_delay_ms / 1000)
+            s.close()
         if args.gap_ms:
             time.sleep(args.gap_ms / 1000)
     if args.mode == "rst":
@@ -155,6 +160,7 @@ def main():
     c.add_argument("--data", default="", help="text to send after --send bytes")
     c.add_argument("--gap-ms", type=float, default=0)
     c.add_argument("--rst-after-ms", type=float, default=300)
+    c.add_argument("--close-delay-ms", type=float, default=300)
     args = p.parse_args()
     if args.role == "server":
         server(args)
