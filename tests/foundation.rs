@@ -114,3 +114,25 @@ fn missing_privileges_are_named() {
     );
     assert_eq!(err.trim().lines().count(), 1, "more than one line: {err}");
 }
+
+#[test]
+fn missing_tracefs_is_named_before_attaching() {
+    if !privileged("missing_tracefs_is_named_before_attaching") {
+        return;
+    }
+    // A private mount namespace without tracefs (the host keeps its own).
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         umount /sys/kernel/debug 2>/dev/null; exec {} record --duration 1s",
+        bin().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("tracefs is not mounted"), "{err}");
+    assert!(err.contains("mount -t tracefs"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "more than one line: {err}");
+}

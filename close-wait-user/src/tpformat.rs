@@ -258,6 +258,32 @@ mod tests {
     }
 
     #[test]
+    fn missing_tracepoint_is_named() {
+        // A tracefs that has sock:inet_sock_set_state but no tcp events.
+        let root = std::env::temp_dir().join(format!("cw-tracefs-{}", std::process::id()));
+        let dir = root.join("events/sock/inet_sock_set_state");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("format"), THIS_KERNEL).unwrap();
+        let err = read_all(&root).unwrap_err();
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(matches!(err, FormatError::MissingTracepoint(..)), "{err}");
+        assert!(err.to_string().contains("tcp:tcp_send_reset"), "{err}");
+        assert!(
+            err.to_string().contains("missing from this kernel"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_tracefs_says_how_to_mount_it() {
+        let err = FormatError::NoTracefs("/x".into()).to_string();
+        assert!(
+            err.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_line_is_an_error() {
         let text = "\tfield:int x;\toffset:abc;\tsize:4;\n";
         assert!(Format::parse("t", text).is_err());
