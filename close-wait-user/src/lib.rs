@@ -21,6 +21,8 @@ pub mod report;
 pub mod snapshot;
 pub mod sockets;
 pub mod stacks;
+#[cfg(test)]
+mod testutil;
 pub mod threads;
 pub mod tpformat;
 pub mod tracker;

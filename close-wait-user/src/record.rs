@@ -341,7 +341,7 @@ impl State {
             schema: report::SCHEMA,
             started_at: clock::rfc3339(self.started),
             ended_at: clock::rfc3339(SystemTime::now()),
-            kernel: kernel_release(),
+            kernel: report::kernel_release(),
             hooks: loader::hook_names(),
             threshold_ms: self.args.threshold.as_millis() as u64,
             counters,
@@ -429,12 +429,6 @@ impl State {
             kc.sock_evicted
         );
     }
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Runs `record`; returns the process exit status.

@@ -131,6 +131,13 @@ pub struct Report {
     pub episodes: Vec<EpisodeOut>,
 }
 
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 pub fn fmt_ms(ms: f64) -> String {
     if ms >= 3_600_000.0 {
         format!("{:.1}h", ms / 3_600_000.0)

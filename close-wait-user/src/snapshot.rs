@@ -41,9 +41,7 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<i32> {
         schema: report::SCHEMA,
         started_at: now.clone(),
         ended_at: now,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        kernel: report::kernel_release(),
         hooks: Vec::new(),
         threshold_ms: 0,
         counters: Counters {

@@ -452,7 +452,7 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
     use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
 
     #[inline(never)]
     fn stacks_test_marker(x: u64) -> u64 {
@@ -761,14 +761,7 @@ mod tests {
         }
     }
 
-    /// Kills and reaps the helper when the test ends, pass or fail.
-    struct KillOnDrop(Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use crate::testutil::KillOnDrop;
 
     #[test]
     fn symbolizes_the_leaky_helper() {

@@ -598,7 +598,7 @@ mod tests {
     use super::*;
     use crate::sockets::test_support::TempDir;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -911,15 +911,7 @@ mod tests {
         assert_eq!((none.total, none.groups.len()), (0, 0));
     }
 
-    /// Kills and reaps the child on drop, also when the test panics.
-    struct KillOnDrop(Child);
-
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use crate::testutil::KillOnDrop;
 
     #[test]
     fn real_writers_blocked_on_unread_stderr_pipe() {
