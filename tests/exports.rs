@@ -439,6 +439,7 @@ fn histograms_hold_the_known_close_delays() {
         hlog.to_str().unwrap(),
         "--hgrm",
         hgrm.to_str().unwrap(),
+        "--hgrm-per-tag",
         "--interval",
         "1s",
     ]);
@@ -521,6 +522,11 @@ fn histograms_hold_the_known_close_delays() {
 
     // The .hgrm of all episodes.
     check_hgrm(&hgrm, 20, rank(&delays, 20));
+    // --hgrm-per-tag: one file per tag next to it, same episodes.
+    for tag in ["comm_python3".to_string(), format!("port_{port}")] {
+        let per = out.join(format!("cw.hgrm.{tag}.hgrm"));
+        check_hgrm(&per, 20, rank(&delays, 20));
+    }
 }
 
 /// A Prometheus server on a loopback port scraping `target` every second,
