@@ -211,6 +211,20 @@ fn every_ending_reported_for_its_own_tuple() {
         "{}",
         pretty(&j["episodes"])
     );
+    // Every closed episode is in the duration histograms, the peer reset
+    // (no closer) under `comm:?`; the held socket only under `open`.
+    let hist = |tag: &str| -> u64 {
+        j["histograms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["tag"] == tag)
+            .map(|h| h["count"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(hist("all"), 4, "{}", pretty(&j["histograms"]));
+    assert_eq!(hist("comm:?"), 1, "{}", pretty(&j["histograms"]));
+    assert_eq!(hist("open"), 1, "{}", pretty(&j["histograms"]));
 }
 
 #[test]

@@ -193,8 +193,13 @@ impl State {
         }
         let out = episode_out(&ep);
         let port = self.port_of(&ep);
+        // Every closed episode with a known duration is recorded; a peer
+        // reset has no closer, its comm tag is `comm:?`.
+        if let Some(d) = ep.duration_ns() {
+            let comm = ep.closer.as_ref().map(|c| c.comm.as_str()).unwrap_or("");
+            self.hist.record_closed(comm, port, d / 1000);
+        }
         if let (Some(d), Some(c)) = (ep.duration_ns(), &ep.closer) {
-            self.hist.record_closed(&c.comm, port, d / 1000);
             if d >= self.args.threshold.as_nanos() as u64 {
                 let e = self
                     .closed_late
