@@ -176,7 +176,8 @@ pub struct OtherOffsets {
     pub accept_ret: u32,
     /// syscalls:sys_enter_close `fd`.
     pub close_fd: u32,
-    pub _pad: u32,
+    /// sched:sched_process_fork `child_pid`.
+    pub fork_child_pid: u32,
 }
 const _: () = assert!(size_of::<OtherOffsets>() == 32);
 

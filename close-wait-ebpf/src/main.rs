@@ -44,7 +44,7 @@ static OTHER_OFF: Global<OtherOffsets> = Global::new(OtherOffsets {
     accept4_ret: 0,
     accept_ret: 0,
     close_fd: 0,
-    _pad: 0,
+    fork_child_pid: 0,
 });
 /// 1 when `LPORTS` holds the only local ports to keep.
 #[unsafe(no_mangle)]
@@ -63,6 +63,11 @@ static SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 /// (tgid, fd) -> the connect()/accept() call that made it.
 #[map]
 static FDS: LruHashMap<FdKey, FdOrigin> = LruHashMap::with_max_entries(65536, 0);
+/// Process created while tracing -> the process that forked it, so that a
+/// socket inherited by a child whose parent exited (and which was reparented)
+/// still leads to the connect()/accept() of its creator (seed 004).
+#[map]
+static PARENTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
 /// tid -> the (tgid, fd) of the connect() it is in, when kernel stacks are
 /// asked for: the kernel stack is taken where the socket leaves CLOSE for
 /// SYN_SENT (inside tcp_v4_connect / tcp_v6_connect), not at syscall entry
@@ -407,6 +412,18 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         if let Some(p) = FDS.get_ptr_mut(&key) {
             unsafe { (*p).closed_ns = bpf_ktime_get_ns() };
         }
+    }
+    0
+}
+
+/// Runs in the forking task's context: the parent is the current process.
+/// New threads fire it too (child_pid is then a thread id, never looked up
+/// as a process).
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if let Ok(child) = read::<i32>(&ctx, OTHER_OFF.load().fork_child_pid) {
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = PARENTS.insert(&(child as u32), &parent, 0);
     }
     0
 }

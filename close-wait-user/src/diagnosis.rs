@@ -50,8 +50,9 @@ pub struct Evidence {
     pub creator_let_go: bool,
     /// Processes holding the socket.
     pub holders: usize,
-    /// Other established connections from this host to the same peer IP
-    /// (None when not checked).
+    /// Other established connections from this host to the same peer IP,
+    /// or the peer's own listener when it runs on this host (None when not
+    /// checked).
     pub peer_live_connections: Option<usize>,
 }
 
@@ -89,7 +90,9 @@ pub fn explain(d: Diagnosis, e: &Evidence) -> String {
             let eof = if e.eof_unread {
                 "nothing unread but the EOF"
             } else {
-                "the application read everything including EOF"
+                // rx_queue 0: the FIN was consumed, by a read that returned
+                // EOF or with the last data, which the kernel merges it into.
+                "the application read everything including EOF (or the data the FIN came with)"
             };
             let peer = match e.peer_live_connections {
                 Some(0) => "; no live connection to that peer remains (peer gone or scaled away?)",

@@ -26,6 +26,11 @@ use crate::{
 pub trait Origins {
     fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin>;
     fn stack(&self, id: i32) -> Vec<u64>;
+    /// The process that forked `pid`, when the fork was traced: /proc's
+    /// ppid no longer names it once that parent exited.
+    fn fork_parent(&self, _pid: u32) -> Option<u32> {
+        None
+    }
 }
 
 /// For `snapshot`: nothing was traced.
@@ -122,7 +127,12 @@ fn find_creator(holders: &[Holder], origins: &dyn Origins) -> Option<Created> {
     for h in holders {
         let mut pid = h.pid;
         for _ in 0..4 {
-            let Some(ppid) = sockets::process_info(pid).map(|i| i.ppid) else {
+            // The traced fork first: a parent that exited is no longer
+            // the ppid (the child was reparented) but may be the creator.
+            let Some(ppid) = origins
+                .fork_parent(pid)
+                .or_else(|| sockets::process_info(pid).map(|i| i.ppid))
+            else {
                 break;
             };
             if ppid <= 1 {
@@ -150,19 +160,40 @@ fn peer_key(origin_kind: &str, remote: SocketAddr) -> String {
     }
 }
 
+/// Established connections to the peer (by IP for accepted sockets, by
+/// IP and port for connected ones), plus, for a connected socket whose peer
+/// is on this host, the peer's listener: a peer that still listens is not
+/// gone (seed 001: the server closed idle keep-alive connections and lives
+/// on).
 fn live_to_peer(table: &[TcpSocket], origin_kind: &str, remote: SocketAddr) -> usize {
     table
         .iter()
-        .filter(|s| s.state == tcp_state::ESTABLISHED)
+        .filter(|s| {
+            if s.state == tcp_state::LISTEN {
+                origin_kind != "accept" && listens_on(s, remote)
+            } else {
+                s.state == tcp_state::ESTABLISHED
+            }
+        })
         .filter(|s| {
             let r = addr::normalize(s.remote);
-            if origin_kind == "accept" {
+            if s.state == tcp_state::LISTEN {
+                true
+            } else if origin_kind == "accept" {
                 r.ip() == remote.ip()
             } else {
                 r == remote
             }
         })
         .count()
+}
+
+/// Does listener `l` of this host serve `remote`? Its own address, or a
+/// wildcard listener when `remote` is a loopback address.
+fn listens_on(l: &TcpSocket, remote: SocketAddr) -> bool {
+    let lip = addr::unmap(l.local.ip());
+    let rip = addr::unmap(remote.ip());
+    l.local.port() == remote.port() && (lip == rip || (lip.is_unspecified() && rip.is_loopback()))
 }
 
 /// Looks at every CLOSE_WAIT socket of `table` (which should also hold the
@@ -454,5 +485,87 @@ mod tests {
         ];
         assert_eq!(stack_key(&c), "connect;open_leaky_connection");
         assert_ne!(stack_key(&a), stack_key(&c));
+    }
+
+    /// Origins of a worker (pid 4_200_001, gone) that connected fd 5 and
+    /// forked 4_200_002 before exiting: above PID_MAX_LIMIT (4194304), so never in /proc.
+    struct ExitedWorker;
+
+    impl Origins for ExitedWorker {
+        fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin> {
+            (pid == 4_200_001 && fd == 5).then_some(FdOrigin {
+                ts_ns: 1,
+                closed_ns: 0,
+                tid: 4_200_001,
+                kind: origin::CONNECT,
+                user_stack: -1,
+                kernel_stack: -1,
+                comm: [0; 16],
+            })
+        }
+        fn stack(&self, _: i32) -> Vec<u64> {
+            Vec::new()
+        }
+        fn fork_parent(&self, pid: u32) -> Option<u32> {
+            (pid == 4_200_002).then_some(4_200_001)
+        }
+    }
+
+    #[test]
+    fn creator_that_exited_is_found_through_the_traced_fork() {
+        let child = Holder {
+            pid: 4_200_002,
+            fd: 5,
+            comm: "job".into(),
+            cmdline: String::new(),
+        };
+        let c = find_creator(std::slice::from_ref(&child), &ExitedWorker).expect("creator");
+        assert_eq!(c.pid, 4_200_001);
+        assert!(!c.creator_holds, "the worker holds nothing any more");
+        // Without the traced fork nothing leads back to it.
+        assert!(find_creator(&[child], &NoOrigins).is_none());
+    }
+
+    fn sock(local: &str, remote: &str, state: u8) -> TcpSocket {
+        TcpSocket {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            state,
+            inode: 1,
+            rx_queue: 0,
+            tx_queue: 0,
+            uid: 0,
+            last_data_recv_ms: None,
+            last_ack_recv_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_local_peer_that_still_listens_is_live() {
+        let server: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let leaked = sock("127.0.0.1:50000", "127.0.0.1:8080", tcp_state::CLOSE_WAIT);
+        assert_eq!(
+            live_to_peer(std::slice::from_ref(&leaked), "connect", server),
+            0
+        );
+        for l in ["127.0.0.1:8080", "0.0.0.0:8080", "[::]:8080"] {
+            let table = [leaked.clone(), sock(l, "0.0.0.0:0", tcp_state::LISTEN)];
+            assert_eq!(live_to_peer(&table, "connect", server), 1, "{l}");
+        }
+        // Another port, or a wildcard listener for a peer on another host,
+        // is not that peer.
+        let other = [sock("127.0.0.1:8081", "0.0.0.0:0", tcp_state::LISTEN)];
+        assert_eq!(live_to_peer(&other, "connect", server), 0);
+        let remote: SocketAddr = "10.1.6.104:8080".parse().unwrap();
+        let wildcard = [sock("0.0.0.0:8080", "0.0.0.0:0", tcp_state::LISTEN)];
+        assert_eq!(live_to_peer(&wildcard, "connect", remote), 0);
+        // An accepted socket's peer is a client: our listener says nothing.
+        assert_eq!(live_to_peer(&wildcard, "accept", server), 0);
+        let est = [sock(
+            "127.0.0.1:50001",
+            "127.0.0.1:8080",
+            tcp_state::ESTABLISHED,
+        )];
+        assert_eq!(live_to_peer(&est, "connect", server), 1);
     }
 }

@@ -92,7 +92,7 @@ pub struct LoadOptions {
 }
 
 /// The tracepoints attached, as "category:name".
-pub const HOOKS: [(&str, &str, &str); 8] = [
+pub const HOOKS: [(&str, &str, &str); 9] = [
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
@@ -101,6 +101,7 @@ pub const HOOKS: [(&str, &str, &str); 8] = [
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
 ];
 
 pub fn hook_names() -> Vec<String> {
@@ -112,6 +113,7 @@ pub struct Tracer {
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     fds: HashMap<MapData, FdKey, FdOrigin>,
+    parents: HashMap<MapData, u32, u32>,
     stacks: StackTraceMap<MapData>,
     socks: HashMap<MapData, u64, u64>,
 }
@@ -199,6 +201,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
     let tracer = Tracer {
         counters: map(&mut ebpf, "COUNTERS")?,
         fds: map(&mut ebpf, "FDS")?,
+        parents: map(&mut ebpf, "PARENTS")?,
         stacks: map(&mut ebpf, "STACKS")?,
         socks: map(&mut ebpf, "SOCKS")?,
         _ebpf: ebpf,
@@ -233,6 +236,11 @@ impl Tracer {
     /// How (pid, fd) was created, if the tracer saw it.
     pub fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin> {
         self.fds.get(&FdKey { tgid: pid, fd }, 0).ok()
+    }
+
+    /// The process that forked `pid`, if the fork happened while tracing.
+    pub fn fork_parent(&self, pid: u32) -> Option<u32> {
+        self.parents.get(&pid, 0).ok()
     }
 
     /// Instruction pointers of a stack map entry, innermost first.

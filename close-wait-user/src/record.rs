@@ -40,6 +40,9 @@ impl Origins for Tracer {
     fn fd_origin(&self, pid: u32, fd: u32) -> Option<close_wait_common::FdOrigin> {
         Tracer::fd_origin(self, pid, fd)
     }
+    fn fork_parent(&self, pid: u32) -> Option<u32> {
+        Tracer::fork_parent(self, pid)
+    }
     fn stack(&self, id: i32) -> Vec<u64> {
         Tracer::stack(self, id)
     }

@@ -165,7 +165,7 @@ pub fn state_offsets(f: &Format) -> Result<StateOffsets, FormatError> {
 }
 
 /// The formats the other programs need, in the order of `OtherOffsets`.
-pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 7] = [
+pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 8] = [
     ("tcp", "tcp_send_reset", "skaddr", 8),
     ("tcp", "tcp_receive_reset", "skaddr", 8),
     ("tcp", "tcp_destroy_sock", "skaddr", 8),
@@ -173,12 +173,13 @@ pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 7] = [
     ("syscalls", "sys_exit_accept4", "ret", 8),
     ("syscalls", "sys_exit_accept", "ret", 8),
     ("syscalls", "sys_enter_close", "fd", 8),
+    ("sched", "sched_process_fork", "child_pid", 4),
 ];
 
 /// Reads every offset the programs need from `tracefs`.
 pub fn read_all(tracefs: &Path) -> Result<(StateOffsets, OtherOffsets), FormatError> {
     let state = state_offsets(&read_format(tracefs, "sock", "inet_sock_set_state")?)?;
-    let mut o = [0u32; 7];
+    let mut o = [0u32; 8];
     for (slot, (cat, name, field, size)) in o.iter_mut().zip(OTHER_TRACEPOINTS) {
         *slot = read_format(tracefs, cat, name)?.offset(field, size)?;
     }
@@ -190,7 +191,7 @@ pub fn read_all(tracefs: &Path) -> Result<(StateOffsets, OtherOffsets), FormatEr
         accept4_ret: o[4],
         accept_ret: o[5],
         close_fd: o[6],
-        _pad: 0,
+        fork_child_pid: o[7],
     };
     Ok((state, other))
 }
