@@ -326,7 +326,8 @@ fn seed000_blocked_event_loop_strands_requests_in_the_accept_queue() {
     );
     assert_eq!(tg["syscall"], "recvfrom", "{gctx}");
     assert_eq!(tg["fd"], ufd, "{gctx}");
-    let target = format!("socket:[{up_inode}]");
+    // Named with its connection: the upstream that never answers.
+    let target = format!("socket:[{up_inode}] ({u_local} -> {u_remote} ESTABLISHED)");
     assert_eq!(tg["fd_target"], target.as_str(), "{gctx}");
     let threads = t["text"].as_str().unwrap();
     assert!(
@@ -617,19 +618,15 @@ fn seed002_ten_workers_blocked_on_stderr_while_main_thread_accepts() {
         (Some("accept4"), Some(lfd as u64)),
         "{gctx}"
     );
-    assert_eq!(
-        main["fd_target"],
-        format!("socket:[{lsock_inode}]"),
-        "{gctx}"
-    );
+    let listen_addr = &accepted[0].1;
+    let listener = format!("socket:[{lsock_inode}] ({listen_addr} LISTEN)");
+    assert_eq!(main["fd_target"], listener.as_str(), "{gctx}");
     let text = t["text"].as_str().unwrap();
     assert!(
         text.starts_with(&format!("{WORKERS} of {} threads asleep in ", WORKERS + 1))
             && text.contains(" via write(2) on fd 2 -> pipe:[")
             && text.contains(&format!("{held}; 1 of {} asleep in ", WORKERS + 1))
-            && text.ends_with(&format!(
-                " via accept4(2) on fd {lfd} -> socket:[{lsock_inode}]"
-            )),
+            && text.ends_with(&format!(" via accept4(2) on fd {lfd} -> {listener}")),
         "{text}"
     );
     let comm = comm_of(pid);

@@ -359,12 +359,55 @@ pub fn investigate(
             evidence: diagnosis::explain(d, &evidence),
         });
     }
-    let groups = group(&stuck, &group_pids);
+    let groups = group(&stuck, &group_pids, table);
     Findings {
         stuck,
         groups,
         close_wait_now,
         open_ages_us,
+    }
+}
+
+fn state_text(state: u8) -> &'static str {
+    match state {
+        tcp_state::ESTABLISHED => "ESTABLISHED",
+        tcp_state::CLOSE_WAIT => "CLOSE_WAIT",
+        tcp_state::LISTEN => "LISTEN",
+        _ => "",
+    }
+}
+
+/// Threads blocked on a socket: say which connection it is, e.g.
+/// `socket:[88] (127.0.0.1:41000 -> 10.0.0.7:80 ESTABLISHED)`, so a slow
+/// upstream is named (seed 000: the one thread waits on its upstream).
+fn name_sockets(summary: &mut threads::ThreadSummary, table: &[TcpSocket]) {
+    let names: HashMap<u64, String> = table
+        .iter()
+        .filter(|s| s.inode != 0)
+        .map(|s| {
+            let (l, r) = tuple(s);
+            let conn = if s.state == tcp_state::LISTEN {
+                format!("{l} LISTEN")
+            } else {
+                format!("{l} -> {r} {}", state_text(s.state))
+            };
+            (s.inode, conn)
+        })
+        .collect();
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    for g in &mut summary.groups {
+        let Some(target) = g.fd_target.as_mut() else {
+            continue;
+        };
+        let Some(name) = sockets::parse_socket_link(target).and_then(|i| names.get(&i)) else {
+            continue;
+        };
+        let named = format!("{target} ({name})");
+        renamed.insert(target.clone(), named.clone());
+        *target = named;
+    }
+    for (old, new) in renamed {
+        summary.text = summary.text.replace(&old, &new);
     }
 }
 
@@ -385,7 +428,11 @@ fn stack_key(stack: &[String]) -> String {
         .join(";")
 }
 
-fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOut> {
+fn group(
+    stuck: &[StuckOut],
+    pids: &BTreeMap<usize, Option<u32>>,
+    table: &[TcpSocket],
+) -> Vec<GroupOut> {
     let mut groups: Vec<GroupOut> = Vec::new();
     let mut index: HashMap<(String, Option<u32>, String, String), usize> = HashMap::new();
     for (i, s) in stuck.iter().enumerate() {
@@ -432,7 +479,9 @@ fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOu
         if let Some(pid) = g.pid {
             let t = threads::threads_of(pid);
             if !t.is_empty() {
-                g.threads = Some(threads::summarize(pid, &t));
+                let mut summary = threads::summarize(pid, &t);
+                name_sockets(&mut summary, table);
+                g.threads = Some(summary);
             }
         }
         let d = g.diagnosis.as_str();
@@ -466,6 +515,65 @@ fn group(stuck: &[StuckOut], pids: &BTreeMap<usize, Option<u32>>) -> Vec<GroupOu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_threads_wait_on_are_named() {
+        let sock = |inode, state, l: &str, r: &str| TcpSocket {
+            local: l.parse().unwrap(),
+            remote: r.parse().unwrap(),
+            state,
+            inode,
+            rx_queue: 0,
+            tx_queue: 0,
+            uid: 0,
+            last_data_recv_ms: None,
+            last_ack_recv_ms: None,
+        };
+        let table = [
+            sock(
+                12,
+                tcp_state::ESTABLISHED,
+                "127.0.0.1:41000",
+                "127.0.0.1:9000",
+            ),
+            sock(123, tcp_state::LISTEN, "0.0.0.0:8080", "0.0.0.0:0"),
+        ];
+        let group = |fd, target: &str| threads::ThreadGroup {
+            count: 1,
+            state: 'S',
+            wchan: "x".into(),
+            syscall: Some("recvfrom".into()),
+            fd: Some(fd),
+            fd_target: Some(target.into()),
+        };
+        let mut s = threads::ThreadSummary {
+            total: 3,
+            groups: vec![
+                group(5, "socket:[12]"),
+                group(6, "socket:[12]"),
+                group(3, "socket:[123]"),
+                group(2, "pipe:[7] with no reader"),
+            ],
+            text: "1 on fd 5 -> socket:[12]; 1 on fd 6 -> socket:[12]; 1 on fd 3 -> socket:[123]"
+                .into(),
+        };
+        name_sockets(&mut s, &table);
+        let up = "socket:[12] (127.0.0.1:41000 -> 127.0.0.1:9000 ESTABLISHED)";
+        assert_eq!(s.groups[0].fd_target.as_deref(), Some(up));
+        assert_eq!(s.groups[1].fd_target.as_deref(), Some(up));
+        assert_eq!(
+            s.groups[2].fd_target.as_deref(),
+            Some("socket:[123] (0.0.0.0:8080 LISTEN)")
+        );
+        assert_eq!(
+            s.groups[3].fd_target.as_deref(),
+            Some("pipe:[7] with no reader")
+        );
+        assert_eq!(
+            s.text,
+            format!("1 on fd 5 -> {up}; 1 on fd 6 -> {up}; 1 on fd 3 -> socket:[123] (0.0.0.0:8080 LISTEN)")
+        );
+    }
 
     #[test]
     fn stack_key_ignores_offsets_and_lines() {
