@@ -148,35 +148,6 @@ fn check_json_summary(json: &Value, tag: &str, delays: &[u64]) {
 /// Decodes an .hlog with the Python `hdrh` package (PyPI `hdrhistogram`),
 /// adding up the intervals per tag. Prints one JSON object:
 /// tag -> {lines, count, min, max, p50, p90} (values in microseconds).
-const HDRH_SCRIPT: &str = r#"
-import json, sys
-try:
-    from hdrh.histogram import HdrHistogram
-    from hdrh.log import HistogramLogReader
-except ImportError as e:
-    print("IMPORT-ERROR: %s" % e)
-    sys.exit(3)
-reader = HistogramLogReader(sys.argv[1], HdrHistogram(1, 2, 3))
-acc, lines = {}, {}
-while True:
-    h = reader.get_next_interval_histogram()
-    if h is None:
-        break
-    tag = h.get_tag() or ""
-    lines[tag] = lines.get(tag, 0) + 1
-    acc.setdefault(tag, HdrHistogram(1, 24 * 3600 * 1000000, 3)).add(h)
-out = {}
-for tag, a in acc.items():
-    out[tag] = {
-        "lines": lines[tag],
-        "count": a.get_total_count(),
-        "min": a.get_min_value() if a.get_total_count() else 0,
-        "max": a.get_max_value(),
-        "p50": a.get_value_at_percentile(50),
-        "p90": a.get_value_at_percentile(90),
-    }
-print(json.dumps(out))
-"#;
 
 /// The per-tag figures `hdrh` decodes from `hlog`; None (skip) outside CI
 /// when python3 or hdrh is missing.
@@ -190,8 +161,7 @@ fn hdrh_decode(hlog: &Path) -> Option<Value> {
         None
     };
     let out = match Command::new("python3")
-        .arg("-c")
-        .arg(HDRH_SCRIPT)
+        .arg(helper("hdrh_decode.py"))
         .arg(hlog)
         .output()
     {

@@ -437,26 +437,9 @@ mod tests {
     /// from PyPI (module `hdrh`), an implementation independent of ours.
     #[test]
     fn python_hdrh_decodes_our_log() {
-        const SCRIPT: &str = r#"
-import json, sys
-try:
-    from hdrh.histogram import HdrHistogram
-    from hdrh.log import HistogramLogReader
-except ImportError as e:
-    print("IMPORT-ERROR: %s" % e)
-    sys.exit(3)
-reader = HistogramLogReader(sys.argv[1], HdrHistogram(1, 2, 3))
-out = {}
-while True:
-    h = reader.get_next_interval_histogram()
-    if h is None:
-        break
-    d = out.setdefault(h.get_tag() or "", {"count": 0, "max": 0, "lines": 0})
-    d["count"] += h.get_total_count()
-    d["max"] = max(d["max"], h.get_max_value())
-    d["lines"] += 1
-print(json.dumps(out))
-"#;
+        // The same decoder the integration tests use.
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/helpers/hdrh_decode.py");
         let d = TempDir::new("hlog-py");
         let p = d.0.join("cw.hlog");
         std::fs::write(&p, sample_log()).unwrap();
@@ -469,8 +452,7 @@ print(json.dumps(out))
             eprintln!("skipping: {why} (pip install hdrhistogram)");
         };
         let run = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(SCRIPT)
+            .arg(&script)
             .arg(&p)
             .output();
         let out = match run {
