@@ -145,12 +145,10 @@ fn check_json_summary(json: &Value, tag: &str, delays: &[u64]) {
     );
 }
 
-/// Decodes an .hlog with the Python `hdrh` package (PyPI `hdrhistogram`),
-/// adding up the intervals per tag. Prints one JSON object:
-/// tag -> {lines, count, min, max, p50, p90} (values in microseconds).
-
-/// The per-tag figures `hdrh` decodes from `hlog`; None (skip) outside CI
-/// when python3 or hdrh is missing.
+/// The per-tag figures the Python `hdrh` package (PyPI `hdrhistogram`)
+/// decodes from `hlog`, intervals added up (tests/helpers/hdrh_decode.py):
+/// tag -> {lines, count, min, max, p50, p90} in microseconds. None (skip)
+/// outside CI when python3 or hdrh is missing.
 fn hdrh_decode(hlog: &Path) -> Option<Value> {
     let skip = |why: String| {
         assert!(
