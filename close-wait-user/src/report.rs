@@ -164,22 +164,31 @@ fn holders_text(h: &[Holder]) -> String {
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let c = &r.counters;
-    let _ = writeln!(
-        out,
-        "close-wait report {} .. {} (kernel {})",
-        r.started_at, r.ended_at, r.kernel
-    );
-    let _ = writeln!(
-        out,
-        "CLOSE_WAIT entered {}, closed: graceful {} abort {} peer_reset {}; in CLOSE_WAIT now {}, stuck (> {}) {}",
-        c.close_wait_entered,
-        c.closed_graceful,
-        c.closed_abort,
-        c.peer_reset,
-        c.close_wait_now,
-        fmt_ms(r.threshold_ms as f64),
-        c.stuck
-    );
+    if r.hooks.is_empty() {
+        // A snapshot: nothing was traced, only the socket table was read.
+        let _ = writeln!(
+            out,
+            "close-wait snapshot {} (kernel {}): in CLOSE_WAIT now {}",
+            r.ended_at, r.kernel, c.close_wait_now
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "close-wait report {} .. {} (kernel {})",
+            r.started_at, r.ended_at, r.kernel
+        );
+        let _ = writeln!(
+            out,
+            "CLOSE_WAIT entered {}, closed: graceful {} abort {} peer_reset {}; in CLOSE_WAIT now {}, stuck (> {}) {}",
+            c.close_wait_entered,
+            c.closed_graceful,
+            c.closed_abort,
+            c.peer_reset,
+            c.close_wait_now,
+            fmt_ms(r.threshold_ms as f64),
+            c.stuck
+        );
+    }
     if c.lost_events + c.map_evictions + c.map_insert_failed > 0 {
         let _ = writeln!(
             out,
@@ -275,4 +284,59 @@ pub fn render(r: &Report) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty(hooks: Vec<String>) -> Report {
+        Report {
+            schema: SCHEMA,
+            started_at: "t0".into(),
+            ended_at: "t1".into(),
+            kernel: "6.18".into(),
+            hooks,
+            threshold_ms: 5000,
+            counters: Counters {
+                close_wait_entered: 3,
+                closed_graceful: 2,
+                close_wait_now: 1,
+                ..Default::default()
+            },
+            stuck: Vec::new(),
+            groups: Vec::new(),
+            closed_late: Vec::new(),
+            histograms: Vec::new(),
+            episodes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn record_and_snapshot_headers() {
+        let rec = render(&empty(vec!["sock:inet_sock_set_state".into()]));
+        assert!(
+            rec.starts_with("close-wait report t0 .. t1 (kernel 6.18)\n"),
+            "{rec}"
+        );
+        assert!(
+            rec.contains("CLOSE_WAIT entered 3, closed: graceful 2 abort 0"),
+            "{rec}"
+        );
+        assert!(rec.contains("stuck (> 5.0s) 0"), "{rec}");
+        let snap = render(&empty(Vec::new()));
+        assert!(
+            snap.starts_with("close-wait snapshot t1 (kernel 6.18): in CLOSE_WAIT now 1\n"),
+            "{snap}"
+        );
+        assert!(!snap.contains("entered"), "{snap}");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_ms(12.34), "12.3ms");
+        assert_eq!(fmt_ms(1500.0), "1.5s");
+        assert_eq!(fmt_ms(90_000.0), "1.5m");
+        assert_eq!(fmt_ms(5_400_000.0), "1.5h");
+    }
 }
