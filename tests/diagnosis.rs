@@ -6,7 +6,7 @@
 //! writing to a full stderr pipe).
 
 use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     path::PathBuf,
     process::{Command, Stdio},
     sync::OnceLock,
@@ -61,33 +61,6 @@ fn leaky(port: u16) -> (Proc, u32, String) {
     (p, field("fd=").parse().unwrap(), field("local="))
 }
 
-/// Waits until every 4-tuple is in CLOSE_WAIT, then until the last one has
-/// been there longer than the threshold.
-fn settle_stuck(tuples: &[(String, String)]) {
-    for (l, r) in tuples {
-        wait_for(&format!("{l} <- {r} in CLOSE-WAIT"), SECS10, || {
-            (socket_state(l, r).as_deref() == Some("CLOSE-WAIT")).then_some(())
-        });
-    }
-    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 300));
-}
-
-/// (pid, fd) of every holder listed.
-fn holders(v: &Value) -> Vec<(u64, u64)> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("holders is not an array: {v}"))
-        .iter()
-        .map(|h| (h["pid"].as_u64().unwrap(), h["fd"].as_u64().unwrap()))
-        .collect()
-}
-
-fn comm_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_else(|e| panic!("comm of {pid}: {e}"))
-        .trim()
-        .to_string()
-}
-
 fn stack_text(entry: &Value) -> String {
     entry["stack"]
         .as_array()
@@ -96,10 +69,6 @@ fn stack_text(entry: &Value) -> String {
         .map(|f| f.as_str().unwrap().to_string())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap()
 }
 
 /// Age of a stuck socket: past the threshold, no older than the test step.
@@ -149,7 +118,7 @@ fn leaky_scenario(tracer_args: &[&str]) -> (Finished, u32, u32, String, String) 
         (remote.as_str(), local.as_str())
     );
     assert!(srv.wait(SECS10).success(), "server failed");
-    settle_stuck(&[(local.clone(), remote.clone())]);
+    settle_stuck(&[(local.clone(), remote.clone())], THRESHOLD_MS);
     let out = tracer.stop();
     assert!(out.status.success(), "close-wait failed: {}", out.stderr);
     let e = one(&out.json, "stuck", &local, &remote);
@@ -322,7 +291,7 @@ fn unaccepted_names_the_listener() {
     cli.expect("done", SECS10);
     let tuples: Vec<(String, String)> =
         remotes.iter().map(|r| (local.clone(), r.clone())).collect();
-    settle_stuck(&tuples);
+    settle_stuck(&tuples, THRESHOLD_MS);
     let out = tracer.stop();
     assert!(out.status.success(), "close-wait failed: {}", out.stderr);
     let spid = srv.pid() as u64;
@@ -417,14 +386,8 @@ fn tracer_stop_after(
         }
         _ => {}
     }
-    settle_stuck(&[(acc.1.clone(), acc.2.clone())]);
+    settle_stuck(&[(acc.1.clone(), acc.2.clone())], THRESHOLD_MS);
     stop_ok(tracer)
-}
-
-fn stop_ok(tracer: Tracer) -> Finished {
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
-    out
 }
 
 /// The checks every accepted, still held socket passes.
@@ -592,12 +555,7 @@ fn blocked_workers_are_shown_asleep_in_pipe_write() {
     }
     const WORKERS: usize = 4;
     const REQUEST: &str = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    let mut fds = [0i32; 2];
-    // SAFETY: fds has room for two descriptors; O_CLOEXEC keeps the read
-    // end out of every child.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds were just created and are owned here only.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (rd, wr) = pipe_cloexec();
     let srv = Proc::spawn(
         "blocked_workers",
         Command::new("python3")
@@ -646,7 +604,7 @@ fn blocked_workers_are_shown_asleep_in_pipe_write() {
         .iter()
         .map(|a| (a.1.clone(), a.2.clone()))
         .collect();
-    settle_stuck(&tuples);
+    settle_stuck(&tuples, THRESHOLD_MS);
     let out = stop_ok(tracer);
     for (fd, local, remote) in &accepted {
         let e = one(&out.json, "stuck", local, remote);

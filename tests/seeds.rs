@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -57,30 +57,6 @@ fn listening(p: &Proc) -> (u16, String) {
     (num(&l, 1), l)
 }
 
-fn v4(port: u16) -> String {
-    format!("127.0.0.1:{port}")
-}
-
-/// (pid, fd) of every holder listed.
-fn holders(v: &Value) -> Vec<(u64, u64)> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("holders is not an array: {v}"))
-        .iter()
-        .map(|h| (h["pid"].as_u64().unwrap(), h["fd"].as_u64().unwrap()))
-        .collect()
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap()
-}
-
-fn comm_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_else(|e| panic!("comm of {pid}: {e}"))
-        .trim()
-        .to_string()
-}
-
 /// The socket inode behind /proc/PID/fd/FD.
 fn inode_of(pid: u32, fd: u32) -> u64 {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
@@ -90,23 +66,6 @@ fn inode_of(pid: u32, fd: u32) -> u64 {
         .and_then(|s| s.strip_suffix(']'))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("fd {fd} of {pid} is not a socket: {l}"))
-}
-
-/// Waits until every 4-tuple is in CLOSE_WAIT, then until the last one has
-/// been there longer than the threshold.
-fn settle_stuck(tuples: &[(String, String)]) {
-    for (l, r) in tuples {
-        wait_for(&format!("{l} <- {r} in CLOSE-WAIT"), SECS10, || {
-            (socket_state(l, r).as_deref() == Some("CLOSE-WAIT")).then_some(())
-        });
-    }
-    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 300));
-}
-
-fn stop_ok(tracer: Tracer) -> Finished {
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
-    out
 }
 
 /// Age of a stuck socket: past the threshold, no older than the test step.
@@ -245,7 +204,7 @@ fn seed000_blocked_event_loop_strands_requests_in_the_accept_queue() {
     let (_, _, seen_by_upstream) = parse_accepted(&upstream.expect("accepted ", SECS10));
     assert_eq!(seen_by_upstream, u_local);
     let tuples: Vec<(String, String)> = clients.iter().map(|c| (addr.clone(), c.clone())).collect();
-    settle_stuck(&tuples);
+    settle_stuck(&tuples, THRESHOLD_MS);
     // The one thread is still in the upstream call, on this socket.
     let up_inode = inode_of(app.pid(), ufd);
     assert_eq!(socket_state(&u_local, &u_remote).as_deref(), Some("ESTAB"));
@@ -406,7 +365,7 @@ fn seed001_client_that_never_closes_piles_up_one_per_request() {
     let tuples = |c: &[(u32, String)]| -> Vec<(String, String)> {
         c.iter().map(|(_, l)| (l.clone(), addr.clone())).collect()
     };
-    settle_stuck(&tuples(&conns));
+    settle_stuck(&tuples(&conns), THRESHOLD_MS);
     // The checkpointed report (every --interval) already shows the pile.
     let mid = wait_for("a checkpoint with the first batch stuck", SECS10, || {
         let j: Value = serde_json::from_str(&std::fs::read_to_string(&tracer.json).ok()?).ok()?;
@@ -428,7 +387,7 @@ fn seed001_client_that_never_closes_piles_up_one_per_request() {
         cli.expect("batch done", SECS10),
         format!("batch done {}", FIRST + SECOND)
     );
-    settle_stuck(&tuples(&conns[FIRST..]));
+    settle_stuck(&tuples(&conns[FIRST..]), THRESHOLD_MS);
     let out = stop_ok(tracer);
     let took = t0.elapsed();
     let j = &out.json;
@@ -504,12 +463,7 @@ fn seed002_ten_workers_blocked_on_stderr_while_main_thread_accepts() {
     const WORKERS: usize = 10;
     const EXTRA: usize = 3;
     const REQUEST: &str = "POST /heartbeat HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
-    let mut fds = [0i32; 2];
-    // SAFETY: fds has room for two descriptors; O_CLOEXEC keeps the read
-    // end out of every child.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds were just created and are owned here only.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (rd, wr) = pipe_cloexec();
     let app = Proc::spawn(
         "seeds.py cherrypy",
         Command::new("python3")
@@ -560,7 +514,7 @@ fn seed002_ten_workers_blocked_on_stderr_while_main_thread_accepts() {
         .iter()
         .map(|a| (a.1.clone(), a.2.clone()))
         .collect();
-    settle_stuck(&tuples);
+    settle_stuck(&tuples, THRESHOLD_MS);
     let lsock_inode = inode_of(pid, lfd);
     let out = stop_ok(tracer);
     let took = t0.elapsed();
@@ -715,7 +669,7 @@ fn seed003_pool_keeps_dead_connections_of_scaled_away_peers() {
         .flat_map(|a| conns[a].iter().map(move |(_, l)| (l.clone(), a.clone())))
         .collect();
     tuples.push((idle_closed.1.clone(), addrs[2].clone()));
-    settle_stuck(&tuples);
+    settle_stuck(&tuples, THRESHOLD_MS);
     assert_eq!(
         socket_state(&still_live.1, &addrs[2]).as_deref(),
         Some("ESTAB")
@@ -884,7 +838,7 @@ fn seed004_prefork_workers_hold_leaked_upstream_connections() {
         (!std::path::Path::new(&format!("/proc/{orphan_pid}")).exists()).then_some(())
     });
     let tuples: Vec<(String, String)> = leaked.iter().map(|x| (x.0.clone(), up.clone())).collect();
-    settle_stuck(&tuples);
+    settle_stuck(&tuples, THRESHOLD_MS);
     let out = stop_ok(tracer);
     let took = t0.elapsed();
     let j = &out.json;

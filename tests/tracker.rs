@@ -30,20 +30,6 @@ fn client(addr: &str, args: &[&str]) -> Proc {
     peer("client", &a)
 }
 
-fn v4(port: u16) -> String {
-    format!("127.0.0.1:{port}")
-}
-
-/// (pid, fd) of every holder of a stuck entry.
-fn holders(e: &Value) -> Vec<(u64, u64)> {
-    e["holders"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no holders array: {e}"))
-        .iter()
-        .map(|h| (h["pid"].as_u64().unwrap(), h["fd"].as_u64().unwrap()))
-        .collect()
-}
-
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -70,10 +56,6 @@ fn ms(e: &Value, key: &str) -> f64 {
     e[key]
         .as_f64()
         .unwrap_or_else(|| panic!("no number '{key}' in {e}"))
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap()
 }
 
 /// Kills a grandchild (a forked peer) by pid when dropped.
@@ -186,7 +168,10 @@ fn every_ending_reported_for_its_own_tuple() {
     );
     assert_eq!(s["since_attach"], false, "{s}");
     assert_eq!(s["age_estimated"], false, "{s}");
-    assert_eq!(holders(s), vec![(s_hold.pid() as u64, stuck.fd as u64)]);
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(s_hold.pid() as u64, stuck.fd as u64)]
+    );
     // The other four are not stuck.
     for c in [&graceful, &shut, &abort, &reset] {
         assert!(
@@ -256,7 +241,7 @@ fn owner_is_the_accepting_server_not_the_peer() {
 
     let s = one(&out.json, "stuck", &conn.local, &conn.remote);
     assert_eq!(
-        holders(s),
+        holders(&s["holders"]),
         vec![(srv.pid() as u64, conn.fd as u64)],
         "holder is not the server (client pid {}): {s}",
         cli.pid()
@@ -302,7 +287,7 @@ fn fork_inherited_socket_is_held_by_the_child() {
     assert_ne!(child, srv.pid());
     assert_eq!(child_fd, conn.fd, "a forked child keeps the fd number");
     assert_eq!(
-        holders(s),
+        holders(&s["holders"]),
         vec![(child as u64, child_fd as u64)],
         "server {} closed its copy; only child {child} holds it: {s}",
         srv.pid()
@@ -346,7 +331,11 @@ fn socket_in_close_wait_before_attach_is_stuck_since_attach() {
     let j = &out.json;
     let s = one(j, "stuck", &conn.local, &conn.remote);
     assert_eq!(s["since_attach"], true, "{s}");
-    assert_eq!(holders(s), vec![(srv.pid() as u64, conn.fd as u64)], "{s}");
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(srv.pid() as u64, conn.fd as u64)],
+        "{s}"
+    );
     // Accepted before the tracer: no accept() was traced.
     assert!(s["origin_task"].is_null(), "{s}");
     let age = s["age_ms"].as_u64().unwrap();
@@ -460,7 +449,7 @@ fn ipv6_loopback_is_reported_in_brackets() {
     assert_eq!(held.local, format!("[::1]:{p_hold}"));
     let s = one(j, "stuck", &held.local, &held.remote);
     assert_eq!(
-        holders(s),
+        holders(&s["holders"]),
         vec![(s_hold.pid() as u64, held.fd as u64)],
         "{s}"
     );
@@ -518,7 +507,10 @@ fn port_and_pid_filters_keep_only_their_sockets() {
     let e = one(j, "episodes", &a_closed.local, &a_closed.remote);
     assert_eq!(e["closer"]["pid"], sa.pid(), "{e}");
     let s = one(j, "stuck", &a_held.local, &a_held.remote);
-    assert_eq!(holders(s), vec![(sa.pid() as u64, a_held.fd as u64)]);
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(sa.pid() as u64, a_held.fd as u64)]
+    );
     assert!(find(j, "episodes", &b_closed.local, &b_closed.remote).is_empty());
     assert!(find(j, "stuck", &b_held.local, &b_held.remote).is_empty());
     assert_all(j, "episodes", "on port A", |e| {
@@ -543,10 +535,16 @@ fn port_and_pid_filters_keep_only_their_sockets() {
     let e = one(j, "episodes", &b2_closed.local, &b2_closed.remote);
     assert_eq!(e["closer"]["pid"], sb.pid(), "{e}");
     let s = one(j, "stuck", &b2_held.local, &b2_held.remote);
-    assert_eq!(holders(s), vec![(sb.pid() as u64, b2_held.fd as u64)]);
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(sb.pid() as u64, b2_held.fd as u64)]
+    );
     assert_eq!(s["since_attach"], false, "{s}");
     let s = one(j, "stuck", &b_held.local, &b_held.remote);
-    assert_eq!(holders(s), vec![(sb.pid() as u64, b_held.fd as u64)]);
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(sb.pid() as u64, b_held.fd as u64)]
+    );
     assert_eq!(s["since_attach"], true, "{s}");
     for c in [&a_held, &a2_held] {
         assert!(
@@ -559,7 +557,7 @@ fn port_and_pid_filters_keep_only_their_sockets() {
     let b = sb.pid() as u64;
     assert_all(j, "episodes", "closed by B", |e| e["closer"]["pid"] == b);
     assert_all(j, "stuck", "held by B", |e| {
-        holders(e).iter().any(|h| h.0 == b)
+        holders(&e["holders"]).iter().any(|h| h.0 == b)
     });
     assert_eq!(j["counters"]["stuck"], 2, "{}", j["counters"]);
 }
@@ -611,7 +609,11 @@ fn map_bound_counts_evictions_and_still_finds_every_socket() {
     assert_eq!(c["stuck"], 40, "{c}");
     for conn in &conns {
         let s = one(j, "stuck", &conn.local, &conn.remote);
-        assert_eq!(holders(s), vec![(srv.pid() as u64, conn.fd as u64)], "{s}");
+        assert_eq!(
+            holders(&s["holders"]),
+            vec![(srv.pid() as u64, conn.fd as u64)],
+            "{s}"
+        );
         assert!(s["age_ms"].as_u64().unwrap() >= 200, "{s}");
     }
     // Userspace keeps the same bound: the 8 newest have a traced entry time,
@@ -699,7 +701,11 @@ fn snapshot_lists_close_wait_with_holder_and_unread_bytes() {
     let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(j["schema"], "close-wait.report.v1");
     let s = one(&j, "stuck", &conn.local, &conn.remote);
-    assert_eq!(holders(s), vec![(srv.pid() as u64, conn.fd as u64)], "{s}");
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(srv.pid() as u64, conn.fd as u64)],
+        "{s}"
+    );
     assert_eq!(s["unread_bytes"], 100, "{s}");
     assert_eq!(s["eof_unread"], true, "{s}");
     assert_eq!(s["diagnosis"], "never-read", "{s}");
@@ -776,7 +782,10 @@ fn cgroup_filter_keeps_only_processes_inside() {
     let e = one(j, "episodes", &a_closed.local, &a_closed.remote);
     assert_eq!(e["closer"]["pid"], sa.pid(), "{e}");
     let s = one(j, "stuck", &a_held.local, &a_held.remote);
-    assert_eq!(holders(s), vec![(sa.pid() as u64, a_held.fd as u64)]);
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(sa.pid() as u64, a_held.fd as u64)]
+    );
     assert!(find(j, "episodes", &b_closed.local, &b_closed.remote).is_empty());
     assert!(find(j, "stuck", &b_held.local, &b_held.remote).is_empty());
     let a = sa.pid() as u64;

@@ -61,19 +61,9 @@ import sys
 import threading
 import time
 
+from peer import fmt, say  # the sibling helper; its directory is on sys.path
+
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-def fmt(addr):
-    host, port = addr[0], addr[1]
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
-def say(line):
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def split_addr(a):

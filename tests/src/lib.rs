@@ -4,6 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    os::fd::{FromRawFd, OwnedFd},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -319,4 +320,60 @@ pub fn socket_state(local: &str, remote: &str) -> Option<String> {
         (w.len() >= 5 && norm(w[3]) == norm(local) && norm(w[4]) == norm(remote))
             .then(|| w[0].to_string())
     })
+}
+
+/// `127.0.0.1:PORT`.
+pub fn v4(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+pub fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap()
+}
+
+/// (pid, fd) of every holder in a `holders` array.
+pub fn holders(v: &Value) -> Vec<(u64, u64)> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("holders is not an array: {v}"))
+        .iter()
+        .map(|h| (h["pid"].as_u64().unwrap(), h["fd"].as_u64().unwrap()))
+        .collect()
+}
+
+/// /proc/PID/comm.
+pub fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_else(|e| panic!("comm of {pid}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// Stops the tracer and checks it exited 0.
+pub fn stop_ok(tracer: Tracer) -> Finished {
+    let out = tracer.stop();
+    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    out
+}
+
+/// Waits (10 s at most each) until every 4-tuple is in CLOSE_WAIT, then
+/// until the last one has been there longer than `threshold_ms`.
+pub fn settle_stuck(tuples: &[(String, String)], threshold_ms: u64) {
+    for (l, r) in tuples {
+        wait_for(
+            &format!("{l} <- {r} in CLOSE-WAIT"),
+            Duration::from_secs(10),
+            || (socket_state(l, r).as_deref() == Some("CLOSE-WAIT")).then_some(()),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(threshold_ms + 300));
+}
+
+/// A pipe (read end, write end), close-on-exec so no child holds the read
+/// end unless given it.
+pub fn pipe_cloexec() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and are owned here only.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
