@@ -227,11 +227,9 @@ pub fn investigate(
     for s in cw {
         let t = tuple(s);
         let (local, remote) = t;
-        let listener = if s.inode == 0 {
-            listener_for(table, s.local)
-        } else {
-            None
-        };
+        let local_listener = listener_for(table, s.local);
+        // Only a socket never accepted is reported with its listener.
+        let listener = local_listener.filter(|_| s.inode == 0);
         let sock_holders = holders.get(&s.inode).unwrap_or(&no_holders);
         let listener_holders = listener
             .and_then(|l| holders.get(&l.inode))
@@ -268,7 +266,7 @@ pub fn investigate(
         let origin_kind = match &created {
             Some(c) if c.origin.kind == origin::ACCEPT => "accept",
             Some(c) if c.origin.kind == origin::CONNECT => "connect",
-            _ if s.inode == 0 || listener_for(table, s.local).is_some() => "accept",
+            _ if s.inode == 0 || local_listener.is_some() => "accept",
             _ => "unknown",
         };
         let unread = u64::from(s.unread_data_bytes().unwrap_or(0));

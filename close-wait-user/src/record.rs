@@ -422,7 +422,7 @@ impl State {
         Ok(report)
     }
 
-    fn status_line(&self, kc: &KernelCounters) {
+    fn status_line(&self, lost: u64, evicted: u64) {
         let c = &self.tracker.counters;
         eprintln!(
             "close-wait: {} in CLOSE_WAIT {} | entered {} | closed graceful {} abort {} peer_reset {} | stuck {} | lost {} | evicted {}",
@@ -433,8 +433,8 @@ impl State {
             c.closed_abort,
             c.peer_reset,
             self.last_stuck,
-            kc.ringbuf_lost + self.decode_errors,
-            kc.sock_evicted
+            lost,
+            evicted
         );
     }
 }
@@ -445,14 +445,20 @@ pub async fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
     let pre = loader::preflight()?;
     let started = SystemTime::now();
     // Sockets already in CLOSE_WAIT: their age will be a lower bound.
-    let preexisting: HashSet<_> = sockets::list_tcp(&[close_wait_common::tcp_state::CLOSE_WAIT])
-        .map(|v| {
-            v.iter()
-                .map(investigate::tuple)
-                .filter(|(l, r)| investigate::ports_kept(&args.filters, *l, *r))
-                .collect()
-        })
-        .unwrap_or_default();
+    // One dump of the socket table: listeners (service ports) and the
+    // sockets already in CLOSE_WAIT.
+    let at_start = sockets::list_tcp(&[
+        close_wait_common::tcp_state::CLOSE_WAIT,
+        close_wait_common::tcp_state::LISTEN,
+    ])
+    .unwrap_or_default();
+    let preexisting: HashSet<_> = at_start
+        .iter()
+        .filter(|s| s.state == close_wait_common::tcp_state::CLOSE_WAIT)
+        .map(investigate::tuple)
+        .filter(|(l, r)| investigate::ports_kept(&args.filters, *l, *r))
+        .collect();
+    let listen_ports = listening_ports(&at_start);
     let opts = loader::LoadOptions {
         max_sockets: args.max_sockets,
         lports: args.filters.lports.clone(),
@@ -500,9 +506,7 @@ pub async fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
         last_interval_ns: attach_ns,
         symbolizer: Symbolizer::new(),
         last_stuck: 0,
-        listen_ports: sockets::list_tcp(&[close_wait_common::tcp_state::LISTEN])
-            .map(|t| listening_ports(&t))
-            .unwrap_or_default(),
+        listen_ports,
         listen_refreshed_ns: attach_ns,
         args,
     };
@@ -535,10 +539,16 @@ pub async fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
             _ = drain_tick.tick() => st.drain(ring.get_mut()),
             _ = tick.tick() => {
                 st.drain(ring.get_mut());
-                if let Err(e) = st.checkpoint(&tracer, clock::monotonic_ns(), false) {
-                    log::error!("checkpoint failed: {e:#}");
+                // The checkpoint read the kernel counters already (counting
+                // the socket map's entries): the status line reuses them.
+                match st.checkpoint(&tracer, clock::monotonic_ns(), false) {
+                    Ok(r) => st.status_line(r.counters.lost_events, r.counters.map_evictions),
+                    Err(e) => {
+                        log::error!("checkpoint failed: {e:#}");
+                        let kc = tracer.counters();
+                        st.status_line(kc.ringbuf_lost + st.decode_errors, kc.sock_evicted);
+                    }
                 }
-                st.status_line(&tracer.counters());
             }
             _ = &mut until => break,
             _ = sigint.recv() => break,
