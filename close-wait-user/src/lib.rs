@@ -6,6 +6,7 @@
 //! that are still stuck (`investigate`). Only `loader` and `record` touch aya.
 
 pub mod addr;
+pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
