@@ -3,13 +3,15 @@
 //! Events flow one way: kernel -> `events` -> `tracker` -> (`histograms`,
 //! `report`) -> `export`. Owners (`sockets`), stacks (`stacks`), threads
 //! (`threads`) and the `diagnosis` are looked up at report time for sockets
-//! that are still stuck (`investigate`). Only `loader` and `record` touch aya.
+//! that are still stuck (`investigate`). Only `loader` and `commands::record`
+//! touch aya. Each subcommand is one file in `commands`.
 
 pub mod addr;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod diagnosis;
 pub mod duration;
 pub mod events;
@@ -17,9 +19,7 @@ pub mod export;
 pub mod histograms;
 pub mod investigate;
 pub mod loader;
-pub mod record;
 pub mod report;
-pub mod snapshot;
 pub mod sockets;
 pub mod stacks;
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! close-wait: parse the command line, set up logging, dispatch.
 
+use std::process::ExitCode;
+
 use clap::Parser as _;
 use close_wait::{
     cli::{Cli, Command},
-    record, snapshot,
+    commands,
 };
 
-fn main() {
+fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_usage_error(e),
@@ -21,30 +23,15 @@ fn main() {
         .target(env_logger::Target::Stderr)
         .init();
     let result = match cli.command {
-        Some(Command::Snapshot(a)) => snapshot::run(&a),
-        Some(Command::Report(a)) => close_wait::export::offline::report(&a.files, a.merge)
-            .map(|text| {
-                print!("{text}");
-                0
-            })
-            .map_err(anyhow::Error::from),
-        Some(Command::Record(a)) => run_record(a),
-        None => run_record(cli.record),
+        Some(Command::Record(a)) => commands::record::run(a),
+        None => commands::record::run(cli.record),
+        Some(Command::Snapshot(a)) => commands::snapshot::run(a),
+        Some(Command::Report(a)) => commands::report::run(a),
     };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("close-wait: error: {e:#}");
-            std::process::exit(1);
-        }
-    }
-}
-
-fn run_record(args: close_wait::cli::RecordArgs) -> anyhow::Result<i32> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(record::run(args))
+    result.unwrap_or_else(|e| {
+        eprintln!("close-wait: error: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Help and version print as clap renders them; a usage error prints as one

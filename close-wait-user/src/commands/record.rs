@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     path::PathBuf,
+    process::ExitCode,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -30,7 +31,7 @@ use crate::{
 };
 
 /// Exit status when --fail-on-stuck finds stuck sockets.
-pub const EXIT_STUCK: i32 = 3;
+pub const EXIT_STUCK: u8 = 3;
 /// Longest an event waits in the ring buffer when no batch wakes us.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Finished episodes kept for the JSON report.
@@ -439,8 +440,16 @@ impl State {
     }
 }
 
-/// Runs `record`; returns the process exit status.
-pub async fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
+/// Runs `record` on a single-threaded tokio runtime; returns the exit status.
+pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(record(args))
+}
+
+async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
     let prom_addr = validate(&mut args)?;
     let pre = loader::preflight()?;
     let started = SystemTime::now();
@@ -560,9 +569,9 @@ pub async fn run(mut args: RecordArgs) -> anyhow::Result<i32> {
     print!("{}", report::render(&report));
     drop(tracer);
     if st.args.fail_on_stuck && report.counters.stuck > 0 {
-        return Ok(EXIT_STUCK);
+        return Ok(ExitCode::from(EXIT_STUCK));
     }
-    Ok(0)
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

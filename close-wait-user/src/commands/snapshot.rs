@@ -1,7 +1,7 @@
 //! `close-wait snapshot`: sockets in CLOSE_WAIT right now, with holders,
 //! unread bytes and a rough age (tcp_info), without attaching anything.
 
-use std::{collections::HashSet, time::SystemTime};
+use std::{collections::HashSet, process::ExitCode, time::SystemTime};
 
 use crate::{
     cli::SnapshotArgs,
@@ -13,11 +13,10 @@ use crate::{
     stacks::Symbolizer,
 };
 
-pub fn run(args: &SnapshotArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.json {
         atomic::check_output_path(p)?;
     }
-    let mut args = args.clone();
     if let Some(c) = &args.filters.cgroup {
         args.filters.cgroup = Some(crate::cgroup::resolve(c)?);
     }
@@ -61,5 +60,5 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<i32> {
         atomic::write_atomic(p, text.as_bytes())?;
     }
     print!("{}", report::render(&r));
-    Ok(0)
+    Ok(ExitCode::SUCCESS)
 }
