@@ -91,7 +91,8 @@ pub struct Member {
 impl Member {
     /// Offset in bytes, when the member is byte-aligned and not a bitfield.
     pub fn byte_offset(&self) -> Option<u32> {
-        (self.bitfield_size.is_none() && self.bit_offset % 8 == 0).then_some(self.bit_offset / 8)
+        (self.bitfield_size.is_none() && self.bit_offset.is_multiple_of(8))
+            .then_some(self.bit_offset / 8)
     }
 }
 
