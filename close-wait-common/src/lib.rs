@@ -81,6 +81,10 @@ pub struct Event {
     pub daddr: [u8; 16],
     /// Comm of the task on CPU.
     pub comm: [u8; 16],
+    pub _pad1: u16,
+    /// Inode number of the socket's network namespace (as /proc/PID/ns/net
+    /// shows it), read from the sock at BTF offsets; 0 when unknown (no BTF).
+    pub netns: u32,
 }
 pub const EVENT_SIZE: usize = 104;
 const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
@@ -181,8 +185,21 @@ pub struct OtherOffsets {
 }
 const _: () = assert!(size_of::<OtherOffsets>() == 32);
 
+/// Offsets (bytes) to a socket's network namespace inode, from BTF:
+/// `((struct sock *)sk)->__sk_common.skc_net` is the `struct net *`, and
+/// `net->ns.inum` its inode number. `skc_net == 0` means unknown (no BTF):
+/// events then carry netns 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    pub skc_net: u32,
+    pub net_ns_inum: u32,
+}
+const _: () = assert!(size_of::<NetnsOffsets>() == 8);
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::NetnsOffsets {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::FdKey {}
     unsafe impl aya::Pod for super::FdOrigin {}

@@ -9,15 +9,17 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{tracing::StackIdContext as _, TracePointContext},
     Global,
 };
 use close_wait_common::{
-    counter, flags, kind, origin, tcp_state, Event, FdKey, FdOrigin, OtherOffsets, StateOffsets,
-    AF_INET, IPPROTO_TCP,
+    counter, flags, kind, origin, tcp_state, Event, FdKey, FdOrigin, NetnsOffsets, OtherOffsets,
+    StateOffsets, AF_INET, IPPROTO_TCP,
 };
 
 #[unsafe(no_mangle)]
@@ -45,6 +47,12 @@ static OTHER_OFF: Global<OtherOffsets> = Global::new(OtherOffsets {
     accept_ret: 0,
     close_fd: 0,
     fork_child_pid: 0,
+});
+/// Where a sock's network namespace inode is (from BTF); zero when unknown.
+#[unsafe(no_mangle)]
+static NETNS_OFF: Global<NetnsOffsets> = Global::new(NetnsOffsets {
+    skc_net: 0,
+    net_ns_inum: 0,
 });
 /// 1 when `LPORTS` holds the only local ports to keep.
 #[unsafe(no_mangle)]
@@ -120,6 +128,30 @@ fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
         count(counter::READ_FAILED);
         0
     })
+}
+
+/// Network namespace inode of the socket at `skaddr`, 0 when unknown.
+/// Two kernel reads; only on CLOSE_WAIT events, never per state change.
+#[inline(always)]
+fn netns_of(skaddr: u64) -> u32 {
+    let off = NETNS_OFF.load();
+    if off.skc_net == 0 {
+        return 0;
+    }
+    let net = unsafe { bpf_probe_read_kernel((skaddr + off.skc_net as u64) as *const u64) };
+    let Ok(net) = net else {
+        count(counter::READ_FAILED);
+        return 0;
+    };
+    if net == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel((net + off.net_ns_inum as u64) as *const u32) }.unwrap_or_else(
+        |_| {
+            count(counter::READ_FAILED);
+            0
+        },
+    )
 }
 
 #[inline(always)]
@@ -232,6 +264,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         saddr: [0; 16],
         daddr: [0; 16],
         comm: comm(),
+        _pad1: 0,
+        netns: netns_of(skaddr),
     };
     if family == AF_INET {
         let s: [u8; 4] = read(ctx, off.saddr)?;
@@ -272,6 +306,8 @@ fn sock_event(ctx: &TracePointContext, skaddr_off: u32, ev_kind: u32) -> Result<
         saddr: [0; 16],
         daddr: [0; 16],
         comm: comm(),
+        _pad1: 0,
+        netns: netns_of(skaddr),
     };
     emit(&ev);
     Ok(())

@@ -28,6 +28,8 @@ fn event(ts: u64, sk: u64, old: u8, new: u8) -> Vec<u8> {
         saddr,
         daddr: saddr,
         comm,
+        _pad1: 0,
+        netns: 4026531840,
     })
 }
 

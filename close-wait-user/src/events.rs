@@ -57,6 +57,8 @@ pub struct Record {
     /// Local and remote address (state events only).
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// Network namespace inode of the socket; 0 when unknown (no BTF).
+    pub netns: u32,
 }
 
 /// Turns a NUL-padded comm into a string.
@@ -97,6 +99,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         newstate: ev.newstate,
         local,
         remote,
+        netns: ev.netns,
     })
 }
 
@@ -136,6 +139,8 @@ mod tests {
             saddr,
             daddr,
             comm,
+            _pad1: 0,
+            netns: 4026531840,
         }
     }
 
@@ -151,6 +156,7 @@ mod tests {
         assert!(r.tracked);
         assert!(!r.reset_received);
         assert_eq!((r.oldstate, r.newstate), (8, 9));
+        assert_eq!(r.netns, 4026531840);
     }
 
     #[test]

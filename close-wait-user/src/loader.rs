@@ -9,9 +9,9 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use close_wait_common::{counter, FdKey, FdOrigin, OtherOffsets, StateOffsets};
+use close_wait_common::{counter, FdKey, FdOrigin, NetnsOffsets, OtherOffsets, StateOffsets};
 
-use crate::tpformat;
+use crate::{btf, tpformat};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -56,6 +56,28 @@ pub struct Preflight {
     pub tracefs: PathBuf,
     pub state: StateOffsets,
     pub other: OtherOffsets,
+    /// Where a sock's network namespace inode is; zeros without BTF.
+    pub netns: NetnsOffsets,
+}
+
+/// The netns offsets from the running kernel's BTF; zeros (netns unknown,
+/// reported as 0) when BTF or a field is missing, which is said once.
+pub fn netns_offsets() -> NetnsOffsets {
+    let found = btf::Btf::load().and_then(|b| {
+        Ok(NetnsOffsets {
+            skc_net: b.member_offset("sock", &["__sk_common", "skc_net"])?,
+            net_ns_inum: b.member_offset("net", &["ns", "inum"])?,
+        })
+    });
+    match found {
+        Ok(o) => o,
+        Err(e) => {
+            log::warn!(
+                "{e}: network namespaces of sockets are unknown (netns 0), so sockets with the same addresses in two namespaces cannot be told apart by their events"
+            );
+            NetnsOffsets::default()
+        }
+    }
 }
 
 /// Privileges, tracefs and every tracepoint's format.
@@ -79,6 +101,7 @@ pub fn preflight() -> Result<Preflight, PreflightError> {
         tracefs,
         state,
         other,
+        netns: netns_offsets(),
     })
 }
 
@@ -162,6 +185,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
     let mut ebpf = EbpfLoader::new()
         .override_global("STATE_OFF", &pre.state, true)
         .override_global("OTHER_OFF", &pre.other, true)
+        .override_global("NETNS_OFF", &pre.netns, true)
         .override_global("FILTER_LPORT", &filter_l, true)
         .override_global("FILTER_DPORT", &filter_d, true)
         .override_global("KERNEL_STACKS", &kstacks, true)

@@ -43,6 +43,8 @@ pub struct TaskRef {
 pub struct EpisodeOut {
     pub local: String,
     pub remote: String,
+    /// Inode of the socket's network namespace (0: unknown, no BTF).
+    pub netns: u32,
     /// graceful | abort | peer_reset
     pub ending: String,
     /// Null when the socket entered CLOSE_WAIT before the tracer attached.

@@ -49,6 +49,8 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Episode {
     pub skaddr: u64,
+    /// Network namespace inode (0 unknown): the 4-tuple alone is ambiguous.
+    pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// Monotonic entry time; None when the socket entered before the tracer
@@ -70,6 +72,8 @@ impl Episode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenSocket {
     pub skaddr: u64,
+    /// Network namespace inode (0 unknown).
+    pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub entered_ns: u64,
@@ -157,6 +161,7 @@ impl Tracker {
             r.skaddr,
             OpenSocket {
                 skaddr: r.skaddr,
+                netns: r.netns,
                 local,
                 remote,
                 entered_ns: r.ts_ns,
@@ -199,6 +204,11 @@ impl Tracker {
         let fallback = || SocketAddr::from(([0, 0, 0, 0], 0));
         Episode {
             skaddr: r.skaddr,
+            netns: if r.netns != 0 {
+                r.netns
+            } else {
+                prev.as_ref().map_or(0, |s| s.netns)
+            },
             local: r
                 .local
                 .or(prev.as_ref().map(|s| s.local))
@@ -244,6 +254,7 @@ mod tests {
             newstate: new,
             local: Some("127.0.0.1:8080".parse().unwrap()),
             remote: Some("127.0.0.1:40000".parse().unwrap()),
+            netns: 4026531840,
         }
     }
 
@@ -256,6 +267,29 @@ mod tests {
             newstate: 0,
             ..state(ts, sk, 0, 0, 0)
         }
+    }
+
+    #[test]
+    fn same_four_tuple_in_two_namespaces_stays_two_sockets() {
+        let mut t = Tracker::new(16);
+        let in_ns = |ts, sk, old, new, ns| Record {
+            netns: ns,
+            ..state(ts, sk, old, new, 1)
+        };
+        t.on_record(&in_ns(1_000, 7, ESTABLISHED, CLOSE_WAIT, 11));
+        t.on_record(&in_ns(2_000, 8, ESTABLISHED, CLOSE_WAIT, 12));
+        let mut open: Vec<(u64, u32)> = t.open_sockets().map(|s| (s.skaddr, s.netns)).collect();
+        open.sort();
+        assert_eq!(open, vec![(7, 11), (8, 12)]);
+        let ep = t
+            .on_record(&in_ns(5_000, 8, CLOSE_WAIT, LAST_ACK, 12))
+            .unwrap();
+        assert_eq!(
+            (ep.skaddr, ep.netns, ep.duration_ns()),
+            (8, 12, Some(3_000))
+        );
+        let left: Vec<u32> = t.open_sockets().map(|s| s.netns).collect();
+        assert_eq!(left, vec![11]);
     }
 
     #[test]

@@ -113,6 +113,10 @@ def client(args):
     socks = []
     for i in range(args.count):
         s = socket.socket(fam, socket.SOCK_STREAM)
+        if args.bind_port:
+            # A fixed source port: the same 4-tuple in two network namespaces.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, args.bind_port + i))
         s.connect((host, int(port)))
         say(f"client local {fmt(s.getsockname())}")
         if args.send:
@@ -156,6 +160,7 @@ def main():
     c.add_argument("--connect", required=True)
     c.add_argument("--mode", default="close")
     c.add_argument("--count", type=int, default=1)
+    c.add_argument("--bind-port", type=int, default=0, help="source port of the first connection")
     c.add_argument("--send", type=int, default=0)
     c.add_argument("--data", default="", help="text to send after --send bytes")
     c.add_argument("--gap-ms", type=float, default=0)

@@ -377,3 +377,73 @@ pub fn pipe_cloexec() -> (OwnedFd, OwnedFd) {
     // SAFETY: both fds were just created and are owned here only.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
+
+/// A network namespace made for a test (`ip netns add`, loopback up),
+/// deleted when dropped, pass or fail. Declare it before the processes
+/// that run inside it, so they are killed first.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        let name = format!(
+            "cw-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2) is needed");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let ns = TestNetns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Inode number of the namespace (what close-wait reports as `netns`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path())
+            .unwrap_or_else(|e| panic!("{}: {e}", self.path().display()))
+            .ino()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// A python peer (see [`peer`]) running inside this namespace.
+    pub fn peer(&self, role: &str, args: &[&str]) -> Proc {
+        Proc::spawn(
+            &format!("peer {role} in {} {args:?}", self.name),
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, "python3"])
+                .arg(helper("peer.py"))
+                .arg(role)
+                .args(args),
+        )
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// Inode of our own network namespace.
+pub fn own_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+}

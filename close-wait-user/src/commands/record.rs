@@ -136,6 +136,7 @@ fn episode_out(ep: &Episode) -> EpisodeOut {
     EpisodeOut {
         local: ep.local.to_string(),
         remote: ep.remote.to_string(),
+        netns: ep.netns,
         ending: ep.ending.as_str().to_string(),
         duration_ms: ep.duration_ns().map(|d| d as f64 / 1e6),
         since_attach: ep.entered_ns.is_none(),
