@@ -68,6 +68,12 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Print the summary of saved JSON reports and .hlog files (no privileges)
     Report(ReportArgs),
+    /// Start three small leaky programs on loopback, record them, explain
+    /// what was found, and stop them (root)
+    Demo(DemoArgs),
+    /// A program of the demo (run by `close-wait demo` itself)
+    #[command(hide = true)]
+    DemoChild(DemoChildArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -160,6 +166,9 @@ pub struct RecordArgs {
     /// Also capture kernel stacks at connect()/accept()
     #[arg(long)]
     pub kernel_stacks: bool,
+    /// List every stuck socket of a group (default: the oldest 5 and a count)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -169,6 +178,9 @@ pub struct SnapshotArgs {
     /// Write the snapshot as JSON here
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// List every stuck socket of a group (default: the oldest 5 and a count)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -179,6 +191,33 @@ pub struct ReportArgs {
     /// Add up histograms of the same tag across files
     #[arg(long)]
     pub merge: bool,
+    /// List every stuck socket (default: the oldest 10 per file and a count)
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// How long to record (the leaks are made in the first second)
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = demo_duration)]
+    pub duration: Duration,
+}
+
+fn demo_duration(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s)?;
+    if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&d) {
+        return Err(format!(
+            "invalid demo duration '{s}': expected 2s to 60s (the threshold is 1s)"
+        ));
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoChildArgs {
+    /// The role and its arguments
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub role: Vec<String>,
 }
 
 #[cfg(test)]
@@ -209,6 +248,8 @@ mod tests {
             vec!["close-wait", "--bogus"],
             vec!["close-wait", "--max-sockets", "0"],
             vec!["close-wait", "report"],
+            vec!["close-wait", "demo", "--duration", "1s"],
+            vec!["close-wait", "demo", "--duration", "2m"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?} accepted");
         }

@@ -16,7 +16,7 @@ use crate::{
     cli::Filters,
     diagnosis::{self, Diagnosis, Evidence},
     events::comm_str,
-    report::{GroupOut, ListenerOut, StuckOut, TaskRef},
+    report::{GroupOut, ListenerOut, LocalPorts, StuckOut, TaskRef},
     sockets::{self, Holder, TcpSocket},
     stacks::{self, Symbolizer},
     threads,
@@ -355,9 +355,10 @@ pub fn investigate(
             }),
             diagnosis: d.as_str().to_string(),
             evidence: diagnosis::explain(d, &evidence),
+            group: 0,
         });
     }
-    let groups = group(&stuck, &group_pids, table);
+    let groups = group(&mut stuck, &group_pids, table);
     Findings {
         stuck,
         groups,
@@ -411,8 +412,10 @@ fn name_sockets(summary: &mut threads::ThreadSummary, table: &[TcpSocket]) {
 
 /// The functions of a stack, without offsets or lines: one call path may
 /// stop at different offsets (a syscall wrapper's fast and slow paths).
+/// A run of unsymbolized frames counts as one: a frame-pointer walk that
+/// strays into data returns a varying number of them for one call path.
 fn stack_key(stack: &[String]) -> String {
-    stack
+    let mut names: Vec<&str> = stack
         .iter()
         .map(|f| {
             let name = f.split([' ', '+']).next().unwrap_or("");
@@ -422,22 +425,62 @@ fn stack_key(stack: &[String]) -> String {
                 name
             }
         })
-        .collect::<Vec<_>>()
-        .join(";")
+        .collect();
+    names.dedup_by(|a, b| *a == "?" && *b == "?");
+    names.join(";")
 }
 
+/// The ephemeral port range (`net.ipv4.ip_local_port_range`, "first last").
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut w = text.split_whitespace().map(str::parse::<u16>);
+    match (w.next(), w.next()) {
+        (Some(Ok(a)), Some(Ok(b))) if a <= b => Some((a, b)),
+        _ => None,
+    }
+}
+
+fn local_port_range() -> Option<(u16, u16)> {
+    parse_port_range(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?)
+}
+
+/// Local ports from the ephemeral range that the connected sockets of a
+/// group hold toward their peer (a local port can be reused toward another
+/// peer, so the range is what is left toward this one).
+fn ports_held(members: &[&StuckOut], peer: &str, range: Option<(u16, u16)>) -> Option<LocalPorts> {
+    let (first, last) = range?;
+    if members.iter().any(|s| s.origin == "accept") {
+        return None;
+    }
+    let held: HashSet<u16> = members
+        .iter()
+        .filter_map(|s| s.local.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .filter(|p| (first..=last).contains(p))
+        .collect();
+    (!held.is_empty()).then(|| LocalPorts {
+        held: held.len(),
+        range_first: first,
+        range_last: last,
+        peer: peer.to_string(),
+    })
+}
+
+/// Groups the stuck sockets (same diagnosis, process, stack functions and
+/// peer), biggest first, and sets each socket's `group` index.
 fn group(
-    stuck: &[StuckOut],
+    stuck: &mut [StuckOut],
     pids: &BTreeMap<usize, Option<u32>>,
     table: &[TcpSocket],
 ) -> Vec<GroupOut> {
     let mut groups: Vec<GroupOut> = Vec::new();
     let mut index: HashMap<(String, Option<u32>, String, String), usize> = HashMap::new();
+    let mut member_of = Vec::with_capacity(stuck.len());
     for (i, s) in stuck.iter().enumerate() {
         let pid = pids.get(&i).copied().flatten();
         let remote: SocketAddr = s.remote.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
         let peer = peer_key(&s.origin, remote);
         let key = (s.diagnosis.clone(), pid, stack_key(&s.stack), peer.clone());
+        member_of.push(*index.get(&key).unwrap_or(&groups.len()));
         match index.get(&key) {
             Some(&g) => {
                 let g = &mut groups[g];
@@ -469,6 +512,7 @@ fn group(
                     stack: s.stack.clone(),
                     threads: None,
                     evidence: s.evidence.clone(),
+                    local_ports: None,
                 });
             }
         }
@@ -502,12 +546,32 @@ fn group(
             }
         }
     }
-    groups.sort_by(|a, b| {
+    let range = local_port_range();
+    for (gi, g) in groups.iter_mut().enumerate() {
+        let members: Vec<&StuckOut> = stuck
+            .iter()
+            .zip(&member_of)
+            .filter(|(_, &m)| m == gi)
+            .map(|(s, _)| s)
+            .collect();
+        g.local_ports = ports_held(&members, &g.peer, range);
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&groups[a], &groups[b]);
         b.count
             .cmp(&a.count)
             .then(b.oldest_age_ms.cmp(&a.oldest_age_ms))
     });
-    groups
+    let mut rank = vec![0; groups.len()];
+    for (new, &old) in order.iter().enumerate() {
+        rank[old] = new;
+    }
+    for (s, &m) in stuck.iter_mut().zip(&member_of) {
+        s.group = rank[m];
+    }
+    let mut slots: Vec<Option<GroupOut>> = groups.into_iter().map(Some).collect();
+    order.iter().filter_map(|&old| slots[old].take()).collect()
 }
 
 #[cfg(test)]
@@ -574,6 +638,28 @@ mod tests {
     }
 
     #[test]
+    fn port_range_and_ports_held() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("x"), None);
+        let mut a = crate::report::tests_support::stuck("127.0.0.1:40000", "connect");
+        let b = crate::report::tests_support::stuck("127.0.0.1:40001", "unknown");
+        // Outside the range: not an ephemeral port.
+        let c = crate::report::tests_support::stuck("127.0.0.1:8080", "connect");
+        let p = ports_held(&[&a, &b, &c], "127.0.0.1:23006", Some((32768, 60999))).unwrap();
+        assert_eq!(p.held, 2);
+        assert_eq!(p.range_size(), 28232);
+        assert_eq!(
+            p.text(),
+            "2 of 28,232 local ports (net.ipv4.ip_local_port_range) held toward 127.0.0.1:23006"
+        );
+        // Accepted sockets use the listener's port: nothing to say.
+        a.origin = "accept".into();
+        assert!(ports_held(&[&a, &b], "127.0.0.1", Some((32768, 60999))).is_none());
+        assert!(ports_held(&[&b], "x", None).is_none());
+    }
+
+    #[test]
     fn stack_key_ignores_offsets_and_lines() {
         let a = vec![
             "accept4+0x58 (accept4.c:31)".to_string(),
@@ -585,6 +671,10 @@ mod tests {
         ];
         assert_eq!(stack_key(&a), stack_key(&b));
         assert_eq!(stack_key(&a), "accept4;?");
+        // However many frames a walk into data returns.
+        let mut d = b.clone();
+        d.push("0x1 [unknown]".to_string());
+        assert_eq!(stack_key(&d), stack_key(&a));
         let c = vec![
             "connect+0x10".to_string(),
             "open_leaky_connection (leaky.c:58)".to_string(),

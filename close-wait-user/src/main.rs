@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         None => commands::record::run(cli.record),
         Some(Command::Snapshot(a)) => commands::snapshot::run(a),
         Some(Command::Report(a)) => commands::report::run(a),
+        Some(Command::Demo(a)) => commands::demo::run(a),
+        Some(Command::DemoChild(a)) => commands::demo::run_child(a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("close-wait: error: {e:#}");

@@ -90,6 +90,36 @@ pub struct StuckOut {
     pub listener: Option<ListenerOut>,
     pub diagnosis: String,
     pub evidence: String,
+    /// Index of its group in `groups`.
+    pub group: usize,
+}
+
+/// Local ports of the ephemeral range held by a group of connected sockets
+/// toward their peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalPorts {
+    /// Distinct local ports of the group inside the range.
+    pub held: usize,
+    /// `net.ipv4.ip_local_port_range`.
+    pub range_first: u16,
+    pub range_last: u16,
+    pub peer: String,
+}
+
+impl LocalPorts {
+    pub fn range_size(&self) -> u32 {
+        u32::from(self.range_last) - u32::from(self.range_first) + 1
+    }
+
+    /// `18,998 of 28,232 local ports (net.ipv4.ip_local_port_range) held toward 127.0.0.1:23006`
+    pub fn text(&self) -> String {
+        format!(
+            "{} of {} local ports (net.ipv4.ip_local_port_range) held toward {}",
+            thousands(self.held as u64),
+            thousands(u64::from(self.range_size())),
+            self.peer
+        )
+    }
 }
 
 /// Stuck sockets with the same diagnosis, process, creating stack and peer.
@@ -105,6 +135,8 @@ pub struct GroupOut {
     pub stack: Vec<String>,
     pub threads: Option<ThreadSummary>,
     pub evidence: String,
+    /// Connected sockets only: the ephemeral ports they hold.
+    pub local_ports: Option<LocalPorts>,
 }
 
 /// Closed episodes slower than the threshold, by closer.
@@ -140,6 +172,22 @@ pub fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// `28232` -> `28,232`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Sockets listed per group unless `--all` is given: the oldest ones.
+pub const SHOWN_PER_GROUP: usize = 5;
+
 pub fn fmt_ms(ms: f64) -> String {
     if ms >= 3_600_000.0 {
         format!("{:.1}h", ms / 3_600_000.0)
@@ -162,8 +210,123 @@ fn holders_text(h: &[Holder]) -> String {
         .join(", ")
 }
 
-/// The human report printed at the end of `record` (and by `snapshot`).
-pub fn render(r: &Report) -> String {
+fn socket_notes(s: &StuckOut) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(l) = &s.listener {
+        notes.push(format!(
+            "listener {} held by {}: accept queue {}/{}",
+            l.local,
+            holders_text(&l.holders),
+            l.accept_queue,
+            l.backlog
+        ));
+    }
+    if let Some(n) = &s.stack_note {
+        notes.push(format!("stack: {n}"));
+    }
+    notes
+}
+
+/// One stuck socket, then its notes that are not already the group's.
+fn render_socket(out: &mut String, s: &StuckOut, folded: &[String]) {
+    let age = if s.since_attach {
+        format!(">={}", fmt_ms(s.age_ms as f64))
+    } else {
+        fmt_ms(s.age_ms as f64)
+    };
+    let _ = writeln!(
+        out,
+        "  {} <- {}  age {}  unread {} B  {}  held by {}",
+        s.local,
+        s.remote,
+        age,
+        s.unread_bytes,
+        s.diagnosis,
+        holders_text(&s.holders)
+    );
+    for n in socket_notes(s).into_iter().filter(|n| !folded.contains(n)) {
+        let _ = writeln!(out, "    {n}");
+    }
+}
+
+/// The members of group `gi`, oldest first.
+pub fn members(r: &Report, gi: usize) -> Vec<&StuckOut> {
+    let mut m: Vec<&StuckOut> = r.stuck.iter().filter(|s| s.group == gi).collect();
+    m.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
+    m
+}
+
+/// Notes every member of a group of several sockets shares: said once.
+pub fn shared_notes(members: &[&StuckOut]) -> Vec<String> {
+    let Some((first, rest)) = members.split_first() else {
+        return Vec::new();
+    };
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    socket_notes(first)
+        .into_iter()
+        .filter(|n| rest.iter().all(|s| socket_notes(s).contains(n)))
+        .collect()
+}
+
+fn render_group(out: &mut String, r: &Report, gi: usize, g: &GroupOut, all: bool) {
+    let who = match g.pid {
+        Some(p) => format!("{}[{}]", g.comm, p),
+        None => "no process".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "\n{} x{}  {} <- peer {}  oldest {}  unread {} B",
+        g.diagnosis.to_uppercase(),
+        g.count,
+        who,
+        g.peer,
+        fmt_ms(g.oldest_age_ms as f64),
+        g.unread_bytes
+    );
+    let _ = writeln!(out, "  why: {}", g.evidence);
+    if let Some(t) = &g.threads {
+        let _ = writeln!(out, "  threads: {}", t.text);
+    }
+    if let Some(p) = &g.local_ports {
+        let _ = writeln!(out, "  ports: {}", p.text());
+    }
+    if !g.stack.is_empty() {
+        let _ = writeln!(out, "  created at:");
+        for f in &g.stack {
+            let _ = writeln!(out, "    {f}");
+        }
+    }
+    let members = members(r, gi);
+    let folded = shared_notes(&members);
+    if !folded.is_empty() {
+        let _ = writeln!(out, "  all {} sockets:", thousands(members.len() as u64));
+        for n in &folded {
+            let _ = writeln!(out, "    {n}");
+        }
+    }
+    let shown = if all {
+        members.len()
+    } else {
+        members.len().min(SHOWN_PER_GROUP)
+    };
+    for s in &members[..shown] {
+        render_socket(out, s, &folded);
+    }
+    if shown < members.len() {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (--all lists every one; the JSON report has them all)",
+            thousands((members.len() - shown) as u64)
+        );
+    }
+}
+
+/// The human report printed at the end of `record` (and by `snapshot`):
+/// per group of stuck sockets only the oldest [`SHOWN_PER_GROUP`] sockets,
+/// unless `all`.
+pub fn render(r: &Report, all: bool) -> String {
     let mut out = String::new();
     let c = &r.counters;
     if r.hooks.is_empty() {
@@ -216,63 +379,19 @@ pub fn render(r: &Report) -> String {
     if r.groups.is_empty() {
         let _ = writeln!(out, "\nNo socket stuck in CLOSE_WAIT.");
     }
-    for g in &r.groups {
-        let who = match g.pid {
-            Some(p) => format!("{}[{}]", g.comm, p),
-            None => "no process".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "\n{} x{}  {} <- peer {}  oldest {}  unread {} B",
-            g.diagnosis.to_uppercase(),
-            g.count,
-            who,
-            g.peer,
-            fmt_ms(g.oldest_age_ms as f64),
-            g.unread_bytes
-        );
-        let _ = writeln!(out, "  why: {}", g.evidence);
-        if let Some(t) = &g.threads {
-            let _ = writeln!(out, "  threads: {}", t.text);
-        }
-        if !g.stack.is_empty() {
-            let _ = writeln!(out, "  created at:");
-            for f in &g.stack {
-                let _ = writeln!(out, "    {f}");
-            }
-        }
+    for (gi, g) in r.groups.iter().enumerate() {
+        render_group(&mut out, r, gi, g, all);
     }
-    if !r.stuck.is_empty() {
+    // Sockets of no group (a report written by another version).
+    let orphans: Vec<&StuckOut> = r
+        .stuck
+        .iter()
+        .filter(|s| s.group >= r.groups.len())
+        .collect();
+    if !orphans.is_empty() {
         let _ = writeln!(out, "\nStuck sockets:");
-        for s in &r.stuck {
-            let age = if s.since_attach {
-                format!(">={}", fmt_ms(s.age_ms as f64))
-            } else {
-                fmt_ms(s.age_ms as f64)
-            };
-            let _ = writeln!(
-                out,
-                "  {} <- {}  age {}  unread {} B  {}  held by {}",
-                s.local,
-                s.remote,
-                age,
-                s.unread_bytes,
-                s.diagnosis,
-                holders_text(&s.holders)
-            );
-            if let Some(l) = &s.listener {
-                let _ = writeln!(
-                    out,
-                    "    listener {} held by {}: accept queue {}/{}",
-                    l.local,
-                    holders_text(&l.holders),
-                    l.accept_queue,
-                    l.backlog
-                );
-            }
-            if let Some(n) = &s.stack_note {
-                let _ = writeln!(out, "    stack: {n}");
-            }
+        for s in orphans {
+            render_socket(&mut out, s, &[]);
         }
     }
     for cl in &r.closed_late {
@@ -286,6 +405,36 @@ pub fn render(r: &Report) -> String {
         );
     }
     out
+}
+
+/// Report parts for other modules' unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::StuckOut;
+
+    /// A stuck connected socket `local <- 127.0.0.1:23006`.
+    pub fn stuck(local: &str, origin: &str) -> StuckOut {
+        StuckOut {
+            local: local.into(),
+            remote: "127.0.0.1:23006".into(),
+            age_ms: 5000,
+            since_attach: false,
+            age_estimated: false,
+            unread_bytes: 0,
+            eof_unread: false,
+            inode: 1,
+            holders: Vec::new(),
+            origin: origin.into(),
+            origin_task: None,
+            stack: Vec::new(),
+            stack_note: None,
+            kernel_stack: Vec::new(),
+            listener: None,
+            diagnosis: "read-not-closed".into(),
+            evidence: "e".into(),
+            group: 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,7 +465,7 @@ mod tests {
 
     #[test]
     fn record_and_snapshot_headers() {
-        let rec = render(&empty(vec!["sock:inet_sock_set_state".into()]));
+        let rec = render(&empty(vec!["sock:inet_sock_set_state".into()]), false);
         assert!(
             rec.starts_with("close-wait report t0 .. t1 (kernel 6.18)\n"),
             "{rec}"
@@ -326,12 +475,94 @@ mod tests {
             "{rec}"
         );
         assert!(rec.contains("stuck (> 5.0s) 0"), "{rec}");
-        let snap = render(&empty(Vec::new()));
+        let snap = render(&empty(Vec::new()), false);
         assert!(
             snap.starts_with("close-wait snapshot t1 (kernel 6.18): in CLOSE_WAIT now 1\n"),
             "{snap}"
         );
         assert!(!snap.contains("entered"), "{snap}");
+    }
+
+    fn stuck(port: u16, age_ms: u64, note: &str) -> StuckOut {
+        let mut s = tests_support::stuck(&format!("127.0.0.1:{port}"), "connect");
+        s.age_ms = age_ms;
+        s.stack_note = Some(note.into());
+        s
+    }
+
+    #[test]
+    fn big_groups_show_their_oldest_sockets_and_a_count() {
+        let mut r = empty(vec!["sock:inet_sock_set_state".into()]);
+        // 1200 sockets, ages 1..=1200 s; one with a note of its own.
+        r.stuck = (1..=1200u16)
+            .map(|i| stuck(40000 + i, u64::from(i) * 1000, "no stack"))
+            .collect();
+        r.stuck[1199].stack_note = Some("other".into());
+        r.groups = vec![GroupOut {
+            diagnosis: "read-not-closed".into(),
+            count: 1200,
+            pid: Some(7),
+            comm: "pool".into(),
+            peer: "127.0.0.1:23006".into(),
+            oldest_age_ms: 1_200_000,
+            unread_bytes: 0,
+            stack: Vec::new(),
+            threads: None,
+            evidence: "e".into(),
+            local_ports: Some(LocalPorts {
+                held: 1200,
+                range_first: 32768,
+                range_last: 60999,
+                peer: "127.0.0.1:23006".into(),
+            }),
+        }];
+        let text = render(&r, false);
+        assert!(
+            text.contains("\n  ports: 1,200 of 28,232 local ports (net.ipv4.ip_local_port_range) held toward 127.0.0.1:23006\n"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("  127.0.0.1:"))
+            .collect();
+        assert_eq!(lines.len(), SHOWN_PER_GROUP, "{text}");
+        // Oldest first.
+        assert!(lines[0].starts_with("  127.0.0.1:41200 <- "), "{text}");
+        assert!(lines[4].starts_with("  127.0.0.1:41196 <- "), "{text}");
+        assert!(
+            text.contains(
+                "\n  ... and 1,195 more (--all lists every one; the JSON report has them all)\n"
+            ),
+            "{text}"
+        );
+        // The oldest has a note of its own; the common one is not shared by all.
+        assert_eq!(text.matches("stack: no stack").count(), 4, "{text}");
+        assert!(text.contains("    stack: other\n"), "{text}");
+        // Once every socket shares it, the note is said once, for the group.
+        r.stuck[1199].stack_note = Some("no stack".into());
+        let text = render(&r, false);
+        assert_eq!(text.matches("stack: no stack").count(), 1, "{text}");
+        assert!(
+            text.contains("\n  all 1,200 sockets:\n    stack: no stack\n"),
+            "{text}"
+        );
+        let all = render(&r, true);
+        assert_eq!(
+            all.lines()
+                .filter(|l| l.starts_with("  127.0.0.1:"))
+                .count(),
+            1200
+        );
+        assert!(!all.contains(" more (--all"), "{all}");
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(18998), "18,998");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 
     #[test]

@@ -133,6 +133,9 @@ def client(args):
             read_to_eof(s)
             time.sleep(args.close_delay_ms / 1000)
             s.close()
+        elif args.mode == "hold":
+            # Never closed: in CLOSE_WAIT once the server closes.
+            socks.append(s)
         if args.gap_ms:
             time.sleep(args.gap_ms / 1000)
     if args.mode == "rst":
@@ -141,6 +144,8 @@ def client(args):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
     say("done")
+    if args.mode == "hold":
+        time.sleep(args.hold)
 
 
 def main():
@@ -166,6 +171,7 @@ def main():
     c.add_argument("--gap-ms", type=float, default=0)
     c.add_argument("--rst-after-ms", type=float, default=300)
     c.add_argument("--close-delay-ms", type=float, default=300)
+    c.add_argument("--hold", type=float, default=30, help="seconds to keep sockets in mode hold")
     args = p.parse_args()
     if args.role == "server":
         server(args)

@@ -567,7 +567,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     st.drain(ring.get_mut());
     let report = st.checkpoint(&tracer, clock::monotonic_ns(), true)?;
-    print!("{}", report::render(&report));
+    print!("{}", report::render(&report, st.args.all));
     drop(tracer);
     if st.args.fail_on_stuck && report.counters.stuck > 0 {
         return Ok(ExitCode::from(EXIT_STUCK));

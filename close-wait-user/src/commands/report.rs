@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::{cli::ReportArgs, export::offline};
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let text = offline::report(&args.files, args.merge)?;
+    let text = offline::report_listing(&args.files, args.merge, args.all)?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,6 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         text.push('\n');
         atomic::write_atomic(p, text.as_bytes())?;
     }
-    print!("{}", report::render(&r));
+    print!("{}", report::render(&r, args.all));
     Ok(ExitCode::SUCCESS)
 }

@@ -211,7 +211,10 @@ fn diagnosis_text(v: &serde_json::Value) -> String {
     }
 }
 
-fn render_json(out: &mut String, path: &Path, r: &JsonReport) {
+/// Stuck sockets listed per JSON report unless `--all`: the oldest ones.
+pub const STUCK_SHOWN: usize = 10;
+
+fn render_json(out: &mut String, path: &Path, r: &JsonReport, all: bool) {
     let _ = writeln!(out, "{} (JSON report, {REPORT_SCHEMA})", path.display());
     if r.histograms.is_empty() {
         let _ = writeln!(out, "  histograms: none");
@@ -224,6 +227,12 @@ fn render_json(out: &mut String, path: &Path, r: &JsonReport) {
     let _ = writeln!(out, "  stuck sockets: {}", r.stuck.len());
     let mut stuck: Vec<&StuckSocket> = r.stuck.iter().collect();
     stuck.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
+    let hidden = if all {
+        0
+    } else {
+        stuck.len().saturating_sub(STUCK_SHOWN)
+    };
+    stuck.truncate(stuck.len() - hidden);
     for s in stuck {
         let holders = if s.holders.is_empty() {
             "no holder found".to_owned()
@@ -245,6 +254,13 @@ fn render_json(out: &mut String, path: &Path, r: &JsonReport) {
         if let Some(d) = s.diagnosis.as_ref().filter(|d| !d.is_null()) {
             let _ = writeln!(out, "      diagnosis: {}", diagnosis_text(d));
         }
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "    ... and {} more (--all lists every one)",
+            crate::report::thousands(hidden as u64)
+        );
     }
     if r.counters.is_empty() {
         let _ = writeln!(out, "  counters: none");
@@ -343,6 +359,12 @@ fn load(path: &Path) -> Result<Input, OfflineError> {
 /// a printable summary. With `merge`, interval logs are added up per tag
 /// into one table; JSON reports are always listed per file.
 pub fn report(paths: &[PathBuf], merge: bool) -> Result<String, OfflineError> {
+    report_listing(paths, merge, false)
+}
+
+/// [`report`], listing every stuck socket of the JSON reports when `all`
+/// (else the oldest [`STUCK_SHOWN`] and a count).
+pub fn report_listing(paths: &[PathBuf], merge: bool, all: bool) -> Result<String, OfflineError> {
     if paths.is_empty() {
         return Err(OfflineError::NoInput);
     }
@@ -386,7 +408,7 @@ pub fn report(paths: &[PathBuf], merge: bool) -> Result<String, OfflineError> {
                 if !out.is_empty() {
                     out.push('\n');
                 }
-                render_json(&mut out, p, r);
+                render_json(&mut out, p, r, all);
             }
             Input::Hlog(iv) if !merge => {
                 if !out.is_empty() {
