@@ -523,6 +523,7 @@ fn group(
             if !t.is_empty() {
                 let mut summary = threads::summarize(pid, &t);
                 name_sockets(&mut summary, table);
+                crate::runtimes::annotate(pid, &mut summary);
                 g.threads = Some(summary);
             }
         }
@@ -618,6 +619,8 @@ mod tests {
             ],
             text: "1 on fd 5 -> socket:[12]; 1 on fd 6 -> socket:[12]; 1 on fd 3 -> socket:[123]"
                 .into(),
+            python: None,
+            runtime: None,
         };
         name_sockets(&mut s, &table);
         let up = "socket:[12] (127.0.0.1:41000 -> 127.0.0.1:9000 ESTABLISHED)";

@@ -19,7 +19,9 @@ pub mod export;
 pub mod histograms;
 pub mod investigate;
 pub mod loader;
+pub mod python;
 pub mod report;
+pub mod runtimes;
 pub mod sockets;
 pub mod stacks;
 #[cfg(test)]

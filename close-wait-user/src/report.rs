@@ -288,6 +288,9 @@ fn render_group(out: &mut String, r: &Report, gi: usize, g: &GroupOut, all: bool
     let _ = writeln!(out, "  why: {}", g.evidence);
     if let Some(t) = &g.threads {
         let _ = writeln!(out, "  threads: {}", t.text);
+        if let Some(py) = &t.python {
+            let _ = writeln!(out, "  python {}: {}", py.version, py.text);
+        }
     }
     if let Some(p) = &g.local_ports {
         let _ = writeln!(out, "  ports: {}", p.text());

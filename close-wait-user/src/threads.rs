@@ -500,6 +500,12 @@ pub struct ThreadSummary {
     pub total: usize,
     pub groups: Vec<ThreadGroup>,
     pub text: String,
+    /// A CPython process: what its threads run in Python (`python` module).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<crate::python::PyThreads>,
+    /// `go` for a Go program: its OS threads carry goroutines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// Groups the threads of `pid` and describes the fds they block on.
@@ -550,6 +556,8 @@ pub fn summarize_with(
         total,
         groups,
         text,
+        python: None,
+        runtime: None,
     }
 }
 

@@ -1,0 +1,188 @@
+//! Python stacks in the report, for every CPython on the machine (Debian's
+//! python3 always; pyenv builds of 3.11, 3.12, 3.13 where the machine has
+//! them, each named in one line when it does not): what the threads of a
+//! Python holder run now (tests/helpers/pystacks.py `parked`: workers
+//! blocked in `worker_parked_on_gate`), checked against the lines of the
+//! helper's source.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use close_wait_tests::*;
+use serde_json::Value;
+
+const THRESHOLD_MS: u64 = 1000;
+const SECS10: Duration = Duration::from_secs(10);
+
+/// The CPythons of this machine (same rule as the unit tests of
+/// close-wait-user's python module).
+fn interpreters() -> Vec<String> {
+    let mut v = vec!["/usr/bin/python3".to_string()];
+    for minor in [11, 12, 13] {
+        let found = std::fs::read_dir("/root/.pyenv/versions")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
+            })
+            .map(|p| p.join(format!("bin/python3.{minor}")))
+            .find(|p| p.exists());
+        match found {
+            Some(p) => v.push(p.display().to_string()),
+            None => eprintln!(
+                "CPython 3.{minor}: not on this machine (no pyenv build; Debian bookworm has only 3.11): not tested"
+            ),
+        }
+    }
+    v
+}
+
+fn pystacks(python: &str, cmd: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        &format!("{python} pystacks.py {cmd} {args:?}"),
+        Command::new(python)
+            .arg(helper("pystacks.py"))
+            .arg(cmd)
+            .args(args),
+    )
+}
+
+/// The helper's source line marked `# LINE:name`.
+fn line_of(name: &str) -> u32 {
+    let path: PathBuf = helper("pystacks.py");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let marker = format!("# LINE:{name}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&marker))
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("no {marker} in {}", path.display()))
+}
+
+fn frame(function: &str, line: &str) -> String {
+    format!(
+        "{function} ({}:{})",
+        helper("pystacks.py").display(),
+        line_of(line)
+    )
+}
+
+/// A server whose workers block, and a client that hangs up on it.
+struct Parked {
+    python: String,
+    server: Proc,
+    _client: Proc,
+}
+
+fn parked(python: &str) -> Parked {
+    let server = pystacks(python, "parked", &["--workers", "3", "--hold", "60"]);
+    let l = server.expect("listening ", SECS10);
+    let port: u16 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let client = pystacks(
+        "/usr/bin/python3",
+        "hangup",
+        &["--connect", &v4(port), "--count", "3"],
+    );
+    server.expect("parked 3", SECS10);
+    Parked {
+        python: python.to_string(),
+        server,
+        _client: client,
+    }
+}
+
+fn the_group(json: &Value, pid: u32) -> &Value {
+    let g: Vec<&Value> = json["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter(|g| g["pid"] == pid)
+        .collect();
+    assert_eq!(
+        g.len(),
+        1,
+        "one group for pid {pid}: {}",
+        pretty(&json["groups"])
+    );
+    g[0]
+}
+
+#[test]
+fn python_threads_of_holders_on_every_cpython() {
+    if !privileged("python_threads_of_holders_on_every_cpython") {
+        return;
+    }
+    let tracer = Tracer::start(&["--threshold", "1s"]);
+    let runs: Vec<Parked> = interpreters().iter().map(|py| parked(py)).collect();
+    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 500));
+    let out = stop_ok(tracer);
+    let parked_at = frame("worker_parked_on_gate", "parked");
+    let serve_at = frame("serve_one", "serve");
+    for r in &runs {
+        let g = the_group(&out.json, r.server.pid());
+        assert_eq!(g["count"], 3, "{}: {}", r.python, pretty(g));
+        let py = &g["threads"]["python"];
+        let groups = py["groups"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no python threads: {}", r.python, pretty(g)));
+        // The three workers, one stack, innermost first.
+        let workers = &groups[0];
+        assert_eq!(workers["count"], 3, "{}: {}", r.python, pretty(py));
+        assert_eq!(
+            workers["stack"][0],
+            parked_at.as_str(),
+            "{}: {}",
+            r.python,
+            pretty(py)
+        );
+        assert_eq!(
+            workers["stack"][1],
+            serve_at.as_str(),
+            "{}: {}",
+            r.python,
+            pretty(py)
+        );
+        assert!(
+            workers["stack"][2]
+                .as_str()
+                .unwrap()
+                .starts_with("Thread.run ("),
+            "{}: {}",
+            r.python,
+            pretty(py)
+        );
+        // The main thread sleeps in `parked`.
+        assert_eq!(groups.len(), 2, "{}: {}", r.python, pretty(py));
+        assert!(
+            groups[1]["stack"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("parked ("),
+            "{}: {}",
+            r.python,
+            pretty(py)
+        );
+        let version = py["version"].as_str().unwrap();
+        let want = format!("python {version}: 3 of 4 threads in {parked_at} <- {serve_at} <- ");
+        assert!(
+            out.stdout.contains(&want),
+            "{}: human report lacks {want:?}:\n{}",
+            r.python,
+            out.stdout
+        );
+    }
+    // Every version asked for was walked, each under its own version.
+    let mut versions: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            the_group(&out.json, r.server.pid())["threads"]["python"]["version"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    versions.dedup();
+    eprintln!("python versions walked: {versions:?}");
+}
