@@ -12,6 +12,12 @@ pub enum CgroupError {
     NoCgroup2,
     #[error("--cgroup: {0} is not a cgroup v2 directory")]
     NotFound(PathBuf),
+    #[error("--cgroup: {arg} resolves to {resolved}, outside the cgroup2 mount {mount}")]
+    Outside {
+        arg: PathBuf,
+        resolved: PathBuf,
+        mount: PathBuf,
+    },
 }
 
 /// Mount point of the first cgroup2 filesystem in a mountinfo text.
@@ -38,16 +44,28 @@ pub fn relative(mount: &Path, arg: &Path) -> PathBuf {
     Path::new("/").join(rel)
 }
 
-/// Resolves a `--cgroup` argument on this machine, checking it exists.
+/// Resolves a `--cgroup` argument on this machine: symlinks and `..` are
+/// resolved, and the result must be a cgroup directory inside the cgroup2
+/// mount (`../cpu` on a hybrid hierarchy is a v1 controller: refused).
 pub fn resolve(arg: &Path) -> Result<PathBuf, CgroupError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mount = cgroup2_mount_in(&info).ok_or(CgroupError::NoCgroup2)?;
+    let mount = std::fs::canonicalize(&mount).unwrap_or(mount);
     let rel = relative(&mount, arg);
     let dir = mount.join(rel.strip_prefix("/").unwrap_or(&rel));
-    if !dir.join("cgroup.procs").is_file() {
-        return Err(CgroupError::NotFound(dir));
+    let resolved = std::fs::canonicalize(&dir).map_err(|_| CgroupError::NotFound(dir.clone()))?;
+    let inside = resolved
+        .strip_prefix(&mount)
+        .map_err(|_| CgroupError::Outside {
+            arg: arg.to_path_buf(),
+            resolved: resolved.clone(),
+            mount: mount.clone(),
+        })?
+        .to_path_buf();
+    if !resolved.join("cgroup.procs").is_file() {
+        return Err(CgroupError::NotFound(resolved));
     }
-    Ok(rel)
+    Ok(Path::new("/").join(inside))
 }
 
 /// Is cgroup path `have` (from /proc/PID/cgroup) `want` or below it?

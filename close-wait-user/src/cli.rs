@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::validate;
+
 const ABOUT: &str = "Find TCP sockets stuck in CLOSE_WAIT, who holds them, and why.";
 
 const LONG_ABOUT: &str = "\
@@ -76,29 +78,10 @@ pub enum Command {
     DemoChild(DemoChildArgs),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
-}
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = crate::duration::parse(s)?;
-    if d.is_zero() {
-        return Err(format!("invalid duration '{s}': must be greater than zero"));
-    }
-    Ok(d)
-}
-
 fn port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(format!("invalid port '{s}': expected 1-65535")),
-    }
-}
-
-fn pid(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("invalid pid '{s}'")),
     }
 }
 
@@ -113,7 +96,7 @@ fn max_sockets(s: &str) -> Result<u32, String> {
 #[derive(Debug, Args, Clone, Default)]
 pub struct Filters {
     /// Only sockets owned by this process (repeatable)
-    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = pid)]
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = validate::pid)]
     pub pids: Vec<u32>,
     /// Only sockets with this local port (repeatable)
     #[arg(short = 'L', long = "lport", value_name = "PORT", value_parser = port)]
@@ -131,13 +114,13 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub filters: Filters,
     /// Stop after this long (e.g. 30s, 10m); default: until Ctrl-C / SIGTERM
-    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    #[arg(long, value_name = "DUR", value_parser = validate::run_duration)]
     pub duration: Option<Duration>,
     /// A socket in CLOSE_WAIT longer than this is "stuck"
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration)]
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = validate::threshold)]
     pub threshold: Duration,
-    /// Status line on stderr and checkpoint of output files this often
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    /// Status line on stderr and checkpoint of output files this often (100ms to 24h)
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = validate::interval)]
     pub interval: Duration,
     /// Print one line per CLOSE_WAIT transition as it happens
     #[arg(long)]
@@ -169,6 +152,12 @@ pub struct RecordArgs {
     /// List every stuck socket of a group (default: the oldest 5 and a count)
     #[arg(long)]
     pub all: bool,
+    /// Size of the kernel's event ring buffer (power of two, e.g. 4M); raise it when events are lost
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = validate::ringbuf_bytes)]
+    pub ringbuf_bytes: u32,
+    /// Permission bits of the files written (octal; default 0600, or the mode of an existing file you own)
+    #[arg(long, value_name = "MODE", value_parser = validate::mode)]
+    pub mode: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -181,6 +170,9 @@ pub struct SnapshotArgs {
     /// List every stuck socket of a group (default: the oldest 5 and a count)
     #[arg(long)]
     pub all: bool,
+    /// Permission bits of the file written (octal; default 0600, or the mode of an existing file you own)
+    #[arg(long, value_name = "MODE", value_parser = validate::mode)]
+    pub mode: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -194,6 +186,9 @@ pub struct ReportArgs {
     /// List every stuck socket (default: the oldest 10 per file and a count)
     #[arg(long)]
     pub all: bool,
+    /// Refuse input files larger than this (e.g. 512M, 2G)
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = validate::max_bytes)]
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -250,6 +245,13 @@ mod tests {
             vec!["close-wait", "report"],
             vec!["close-wait", "demo", "--duration", "1s"],
             vec!["close-wait", "demo", "--duration", "2m"],
+            vec!["close-wait", "--duration", "18446744073709551615s"],
+            vec!["close-wait", "--interval", "1us"],
+            vec!["close-wait", "--interval", "18446744073709551615s"],
+            vec!["close-wait", "-p", "4194304"],
+            vec!["close-wait", "--mode", "8"],
+            vec!["close-wait", "--ringbuf-bytes", "1000"],
+            vec!["close-wait", "report", "--max-bytes", "0", "x"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?} accepted");
         }

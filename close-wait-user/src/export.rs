@@ -1,14 +1,13 @@
 //! Exports: interval logs (`.hlog`), percentile distributions (`.hgrm`),
 //! Prometheus `/metrics`, and the offline reader behind `close-wait report`.
 //!
-//! Every file written goes through [`atomic`]: whole files are replaced
-//! atomically, streamed files are opened without following symlinks.
+//! Every file written goes through [`crate::output::OutputFile`]: claimed
+//! and locked before attaching, replaced by rename, never written in place.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub mod atomic;
 pub mod hgrm;
 pub mod hlog;
 pub mod offline;
@@ -34,6 +33,10 @@ pub enum ExportError {
     IsDirectory { path: PathBuf },
     #[error("refusing to write {path}: it is a symbolic link (remove it or pick another path)")]
     Symlink { path: PathBuf },
+    #[error("refusing to write {path}: it is {kind}, not a regular file (remove it or pick another path)")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("refusing to write {path}: another close-wait is writing it")]
+    Locked { path: PathBuf },
     #[error("cannot {action} {path}")]
     Io {
         action: &'static str,

@@ -11,44 +11,20 @@ use aya::{
 };
 use close_wait_common::{counter, FdKey, FdOrigin, NetnsOffsets, OtherOffsets, StateOffsets};
 
-use crate::{btf, tpformat};
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+use crate::{btf, privileges::Caps, tpformat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    #[error("close-wait needs root or CAP_BPF + CAP_PERFMON to attach its tracer (missing: {0})")]
+    #[error("close-wait needs root or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN covers both) to attach its tracer (missing: {0})")]
     Privileges(String),
     #[error(transparent)]
     Format(#[from] tpformat::FormatError),
 }
 
-/// Effective capabilities from /proc/self/status `CapEff:`.
-fn effective_caps(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
-}
-
-/// The capabilities missing to load tracing programs, empty when all is well.
+/// The capabilities missing to load tracing programs (the kernel's rules,
+/// see [`crate::privileges`]), empty when all is well.
 pub fn missing_caps(status: &str) -> Vec<&'static str> {
-    let caps = effective_caps(status);
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) && has(CAP_PERFMON) || has(CAP_BPF) && has(CAP_PERFMON) {
-        return Vec::new();
-    }
-    let mut missing = Vec::new();
-    if !has(CAP_BPF) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) {
-        missing.push("CAP_PERFMON");
-    }
-    missing
+    Caps::from_status(status).tracer_missing()
 }
 
 /// Everything checked before anything is attached.
@@ -112,6 +88,8 @@ pub struct LoadOptions {
     pub lports: Vec<u16>,
     pub dports: Vec<u16>,
     pub kernel_stacks: bool,
+    /// Bytes of the event ring buffer (a power of two, at least a page).
+    pub ringbuf_bytes: u32,
 }
 
 /// The tracepoints attached, as "category:name".
@@ -191,6 +169,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         .override_global("KERNEL_STACKS", &kstacks, true)
         .map_max_entries("SOCKS", max)
         .map_max_entries("FDS", max)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(
             env!("OUT_DIR"),
             "/close-wait"
@@ -290,6 +269,7 @@ mod tests {
 
     #[test]
     fn caps_parsing() {
+        use crate::privileges::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
         let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
         assert!(missing_caps(root).is_empty());
         let none = "CapEff:\t0000000000000000\n";
@@ -301,6 +281,8 @@ mod tests {
             (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON)
         );
         assert!(missing_caps(&both).is_empty());
+        let admin = format!("CapEff:\t{:016x}\n", 1u64 << CAP_SYS_ADMIN);
+        assert!(missing_caps(&admin).is_empty());
         assert_eq!(missing_caps(""), vec!["CAP_BPF", "CAP_PERFMON"]);
     }
 }

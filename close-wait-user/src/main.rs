@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Some(Command::DemoChild(a)) => commands::demo::run_child(a),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("close-wait: error: {e:#}");
+        close_wait::output::stdout::say(&format!("close-wait: error: {e:#}"));
         ExitCode::FAILURE
     })
 }
@@ -57,6 +57,8 @@ fn exit_on_usage_error(e: clap::Error) -> ! {
         .collect();
     let joined = para.join(" ");
     let first = joined.strip_prefix("error: ").unwrap_or(&joined);
-    eprintln!("close-wait: error: {first} (see close-wait --help)");
+    close_wait::output::stdout::say(&format!(
+        "close-wait: error: {first} (see close-wait --help)"
+    ));
     std::process::exit(2);
 }

@@ -357,11 +357,18 @@ pub fn render(r: &Report, all: bool) -> String {
             c.stuck
         );
     }
-    if c.lost_events + c.map_evictions + c.map_insert_failed > 0 {
+    if c.lost_events > 0 {
         let _ = writeln!(
             out,
-            "WARNING: lost events {}, map evictions {}, map insert failures {} (raise --max-sockets?)",
-            c.lost_events, c.map_evictions, c.map_insert_failed
+            "WARNING: {} events lost (the kernel's ring buffer was full, or records were malformed): raise --ringbuf-bytes",
+            c.lost_events
+        );
+    }
+    if c.map_evictions + c.map_insert_failed > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} sockets evicted from the kernel's CLOSE_WAIT map, {} inserts failed: raise --max-sockets",
+            c.map_evictions, c.map_insert_failed
         );
     }
     for h in r

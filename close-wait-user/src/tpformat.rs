@@ -14,6 +14,8 @@ use close_wait_common::{OtherOffsets, StateOffsets};
 pub enum FormatError {
     #[error("tracefs is not mounted (looked in {0}); mount it with: mount -t tracefs nodev /sys/kernel/tracing")]
     NoTracefs(String),
+    #[error("tracefs is mounted at {path} but this process cannot read it ({why}): run as root, or add CAP_DAC_READ_SEARCH to CAP_BPF + CAP_PERFMON")]
+    NotReadable { path: PathBuf, why: String },
     #[error("tracepoint {0} is missing from this kernel ({1} not found)")]
     MissingTracepoint(String, PathBuf),
     #[error("cannot read {path}")]
@@ -120,13 +122,46 @@ fn field_name(decl: &str) -> Option<String> {
     }
 }
 
-/// Where tracefs is mounted, if anywhere.
+/// `f_type` of a tracefs mount (statfs).
+const TRACEFS_MAGIC: i64 = 0x7472_6163;
+
+/// Where tracefs is mounted, if anywhere; a tracefs this process may not
+/// read (mode 0700 for root since Linux 6.x) is named as such, not as
+/// missing.
 pub fn find_tracefs() -> Result<PathBuf, FormatError> {
+    use std::os::unix::fs::MetadataExt as _;
     let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
     for c in candidates {
         if Path::new(c).join("events").is_dir() {
             return Ok(PathBuf::from(c));
         }
+    }
+    for c in candidates {
+        let path = std::ffi::CString::new(c).expect("no NUL");
+        // SAFETY: statfs fills the zeroed struct; the path is a C string.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::statfs(path.as_ptr(), &mut st) };
+        let err = std::io::Error::last_os_error();
+        let why = if r == 0 && st.f_type as i64 == TRACEFS_MAGIC {
+            match std::fs::metadata(c) {
+                Ok(m) => format!(
+                    "mode {:04o}, owner uid {}, and this process is uid {}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    // SAFETY: no preconditions.
+                    unsafe { libc::geteuid() }
+                ),
+                Err(e) => e.to_string(),
+            }
+        } else if r != 0 && err.raw_os_error() == Some(libc::EACCES) {
+            err.to_string()
+        } else {
+            continue;
+        };
+        return Err(FormatError::NotReadable {
+            path: PathBuf::from(c),
+            why,
+        });
     }
     Err(FormatError::NoTracefs(candidates.join(", ")))
 }

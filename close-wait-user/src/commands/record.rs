@@ -20,10 +20,12 @@ use crate::{
     cli::RecordArgs,
     clock::{self, WallClock},
     events::{self, Record},
-    export::{atomic, hgrm, hlog::HlogWriter, prometheus},
+    export::{hgrm, hlog::HlogWriter, prometheus, ExportError},
     histograms::Histograms,
     investigate::{self, Known, Origins},
     loader::{self, KernelCounters, Tracer},
+    output::{stdout, OutputFile},
+    privileges,
     report::{self, ClosedLateOut, Counters, EpisodeOut, Report, TaskRef},
     sockets,
     stacks::Symbolizer,
@@ -36,6 +38,9 @@ pub const EXIT_STUCK: u8 = 3;
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Finished episodes kept for the JSON report.
 const MAX_EPISODES: usize = 1000;
+/// How long the final summary waits for a stdout reader that makes no
+/// progress before it goes to stderr instead.
+const STDOUT_PATIENCE: Duration = Duration::from_millis(300);
 
 impl Origins for Tracer {
     fn fd_origin(&self, pid: u32, fd: u32) -> Option<close_wait_common::FdOrigin> {
@@ -49,19 +54,46 @@ impl Origins for Tracer {
     }
 }
 
+/// The output files, claimed (checked and locked) before attaching.
+struct Claimed {
+    json: Option<OutputFile>,
+    hlog: Option<OutputFile>,
+    hgrm: Option<OutputFile>,
+}
+
 /// Everything checked before attaching; errors here name what is wrong.
-fn validate(args: &mut RecordArgs) -> anyhow::Result<Option<std::net::SocketAddr>> {
-    for p in [&args.json, &args.hlog, &args.hgrm].into_iter().flatten() {
-        atomic::check_output_path(p)?;
-    }
+fn validate(args: &mut RecordArgs) -> anyhow::Result<(Claimed, Option<SocketAddr>)> {
+    let claim = |p: &Option<PathBuf>| -> Result<Option<OutputFile>, ExportError> {
+        p.as_deref()
+            .map(|p| OutputFile::claim(p, args.mode))
+            .transpose()
+    };
+    let claimed = Claimed {
+        json: claim(&args.json)?,
+        hlog: claim(&args.hlog)?,
+        hgrm: claim(&args.hgrm)?,
+    };
     if let Some(c) = &args.filters.cgroup {
         args.filters.cgroup = Some(crate::cgroup::resolve(c)?);
     }
+    crate::validate::pids_exist(&args.filters.pids).map_err(anyhow::Error::msg)?;
     let prom = match &args.prometheus {
         Some(a) => Some(prometheus::parse_listen_addr(a)?),
         None => None,
     };
-    Ok(prom)
+    Ok((claimed, prom))
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    text
 }
 
 struct ClosedLate {
@@ -85,7 +117,13 @@ struct State {
     preexisting: HashSet<investigate::Tuple>,
     decode_errors: u64,
     metrics: Option<Arc<prometheus::Metrics>>,
+    json: Option<OutputFile>,
     hlog: Option<HlogWriter>,
+    hgrm: Option<OutputFile>,
+    /// `--hgrm-per-tag` files, claimed when their tag first appears.
+    tag_files: HashMap<PathBuf, OutputFile>,
+    stdout: stdout::Stdout,
+    warned_slow_stdout: bool,
     last_interval_ns: u64,
     symbolizer: Symbolizer,
     last_stuck: u64,
@@ -235,7 +273,7 @@ impl State {
         self.episodes.push_back(out);
     }
 
-    fn print_event(&self, r: &Record) {
+    fn print_event(&mut self, r: &Record) {
         let (Some(l), Some(rem)) = (r.local, r.remote) else {
             return;
         };
@@ -256,7 +294,7 @@ impl State {
             (false, None) => "  in CLOSE_WAIT since before attach".to_string(),
             _ => String::new(),
         };
-        println!(
+        let line = format!(
             "{} {:<22} {} -> {} {} -> {}{}",
             self.clock.hms(r.ts_ns),
             who,
@@ -266,6 +304,12 @@ impl State {
             state_name(r.newstate),
             waited
         );
+        if !self.stdout.line(&line) && !self.warned_slow_stdout && self.stdout.closed().is_none() {
+            self.warned_slow_stdout = true;
+            log::warn!(
+                "stdout is not keeping up: --events lines are dropped (counted in the summary)"
+            );
+        }
     }
 
     fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
@@ -364,22 +408,30 @@ impl State {
     }
 
     /// Writes every file output; on the final call also the last interval.
+    /// A failing output does not stop the others: the errors are returned
+    /// with the report.
     ///
     /// The `open` histogram (ages of sockets still in CLOSE_WAIT) is a
     /// snapshot, not a count of events: it goes into the .hlog only with the
     /// final interval, so adding up intervals never counts a socket twice.
-    fn checkpoint(&mut self, tracer: &Tracer, now_ns: u64, last: bool) -> anyhow::Result<Report> {
+    fn checkpoint(
+        &mut self,
+        tracer: &Tracer,
+        now_ns: u64,
+        last: bool,
+    ) -> (Report, Vec<ExportError>) {
         let kc = tracer.counters();
         let report = self.build_report(tracer, &kc, now_ns);
+        let mut errors = Vec::new();
         if let Some(m) = &self.metrics {
             m.set_gauges(report.counters.close_wait_now, report.counters.stuck);
             m.set_lost(report.counters.lost_events);
             m.set_evictions(report.counters.map_evictions);
         }
-        if let Some(p) = &self.args.json {
-            let mut text = serde_json::to_string_pretty(&report)?;
+        if let Some(out) = &mut self.json {
+            let mut text = serde_json::to_string_pretty(&report).expect("a report serializes");
             text.push('\n');
-            atomic::write_atomic(p, text.as_bytes())?;
+            errors.extend(out.replace(text.as_bytes()).err());
         }
         if let Some(w) = &mut self.hlog {
             let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
@@ -388,16 +440,17 @@ impl State {
             if !last {
                 interval.retain(|(tag, _)| tag != crate::histograms::TAG_OPEN);
             }
-            w.write_interval(start, len, &interval)?;
+            errors.extend(w.write_interval(start, len, &interval).err());
         } else {
             self.hist.take_interval();
         }
         self.last_interval_ns = now_ns;
-        if let Some(p) = &self.args.hgrm {
+        if let Some(out) = &mut self.hgrm {
             if let Some(h) = self.hist.get("all") {
-                atomic::write_atomic(p, hgrm::render_hgrm(h, 1000.0).as_bytes())?;
+                errors.extend(out.replace(hgrm::render_hgrm(h, 1000.0).as_bytes()).err());
             }
             if self.args.hgrm_per_tag {
+                let base = out.path().to_path_buf();
                 for (tag, h) in self.hist.cumulative() {
                     if tag == "all" {
                         continue;
@@ -412,21 +465,31 @@ impl State {
                             }
                         })
                         .collect();
-                    let mut name = p.clone().into_os_string();
+                    let mut name = base.clone().into_os_string();
                     name.push(format!(".{safe}.hgrm"));
-                    atomic::write_atomic(
-                        &PathBuf::from(name),
-                        hgrm::render_hgrm(h, 1000.0).as_bytes(),
-                    )?;
+                    let path = PathBuf::from(name);
+                    let file = match self.tag_files.entry(path) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            match OutputFile::claim(v.key(), self.args.mode) {
+                                Ok(f) => v.insert(f),
+                                Err(e) => {
+                                    errors.push(e);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    errors.extend(file.replace(hgrm::render_hgrm(h, 1000.0).as_bytes()).err());
                 }
             }
         }
-        Ok(report)
+        (report, errors)
     }
 
     fn status_line(&self, lost: u64, evicted: u64) {
         let c = &self.tracker.counters;
-        eprintln!(
+        stdout::say(&format!(
             "close-wait: {} in CLOSE_WAIT {} | entered {} | closed graceful {} abort {} peer_reset {} | stuck {} | lost {} | evicted {}",
             self.clock.hms(clock::monotonic_ns()),
             self.tracker.open_count(),
@@ -437,7 +500,7 @@ impl State {
             self.last_stuck,
             lost,
             evicted
-        );
+        ));
     }
 }
 
@@ -451,7 +514,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let prom_addr = validate(&mut args)?;
+    let (claimed, prom_addr) = validate(&mut args)?;
+    // Bound before anything is attached: a busy port fails in a second.
+    let prom_listener = match prom_addr {
+        Some(addr) => Some(prometheus::bind(addr).await?),
+        None => None,
+    };
     let pre = loader::preflight()?;
     let started = SystemTime::now();
     // Sockets already in CLOSE_WAIT: their age will be a lower bound.
@@ -474,15 +542,15 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         lports: args.filters.lports.clone(),
         dports: args.filters.dports.clone(),
         kernel_stacks: args.kernel_stacks,
+        ringbuf_bytes: args.ringbuf_bytes,
     };
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let (tracer, ring) = loader::load(&pre, &opts)?;
     let attach_ns = clock::monotonic_ns();
-    let metrics = match prom_addr {
-        Some(addr) => {
+    let metrics = match prom_listener {
+        Some(listener) => {
             let m = Arc::new(prometheus::Metrics::new());
-            let listener = prometheus::bind(addr).await?;
             log::info!(
                 "serving metrics on http://{}/metrics",
                 listener.local_addr()?
@@ -492,14 +560,16 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let hlog = match &args.hlog {
-        Some(p) => Some(HlogWriter::create(p, started)?),
+    let hlog = match claimed.hlog {
+        Some(out) => Some(HlogWriter::create(out, started)?),
         None => None,
     };
-    eprintln!(
+    let out = stdout::Stdout::spawn(stdout::DEFAULT_CAPACITY, args.events)
+        .context("starting the stdout writer")?;
+    stdout::say(&format!(
         "close-wait: tracing CLOSE_WAIT ({} already in CLOSE_WAIT); Ctrl-C to stop",
         preexisting.len()
-    );
+    ));
     let mut st = State {
         clock: WallClock::now(),
         started,
@@ -512,7 +582,12 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         preexisting,
         decode_errors: 0,
         metrics,
+        json: claimed.json,
         hlog,
+        hgrm: claimed.hgrm,
+        tag_files: HashMap::new(),
+        stdout: out,
+        warned_slow_stdout: false,
         last_interval_ns: attach_ns,
         symbolizer: Symbolizer::new(),
         last_stuck: 0,
@@ -551,28 +626,49 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
                 st.drain(ring.get_mut());
                 // The checkpoint read the kernel counters already (counting
                 // the socket map's entries): the status line reuses them.
-                match st.checkpoint(&tracer, clock::monotonic_ns(), false) {
-                    Ok(r) => st.status_line(r.counters.lost_events, r.counters.map_evictions),
-                    Err(e) => {
-                        log::error!("checkpoint failed: {e:#}");
-                        let kc = tracer.counters();
-                        st.status_line(kc.ringbuf_lost + st.decode_errors, kc.sock_evicted);
-                    }
+                let (r, errors) = st.checkpoint(&tracer, clock::monotonic_ns(), false);
+                for e in &errors {
+                    log::error!("checkpoint: {}", chain(e));
                 }
+                st.status_line(r.counters.lost_events, r.counters.map_evictions);
             }
+            _ = st.stdout.gone(), if st.args.events => break,
             _ = &mut until => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     st.drain(ring.get_mut());
-    let report = st.checkpoint(&tracer, clock::monotonic_ns(), true)?;
-    print!("{}", report::render(&report, st.args.all));
+    let (report, errors) = st.checkpoint(&tracer, clock::monotonic_ns(), true);
     drop(tracer);
+    for e in &errors {
+        stdout::say(&format!("close-wait: error: {}", chain(e)));
+    }
+    let mut text = report::render(&report, st.args.all);
+    if report.counters.close_wait_now > 0 {
+        if let Some(note) = privileges::holders_note(privileges::Caps::current(), "/proc".as_ref())
+        {
+            text.push_str(&format!("\nnote: {note}\n"));
+        }
+    }
+    let dropped = st.stdout.dropped_lines();
+    if dropped > 0 {
+        text.push_str(&format!(
+            "\nnote: {dropped} --events lines were not printed: stdout was not read fast enough (the counters and files are complete)\n"
+        ));
+    }
+    if let Err(why) = st.stdout.finish(&text, STDOUT_PATIENCE) {
+        stdout::say(&format!("close-wait: {why}; the summary follows on stderr"));
+        stdout::say(text.trim_end());
+    }
     if st.args.fail_on_stuck && report.counters.stuck > 0 {
         return Ok(ExitCode::from(EXIT_STUCK));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 
 use std::process::ExitCode;
 
-use crate::{cli::ReportArgs, export::offline};
+use crate::{cli::ReportArgs, export::offline, output::stdout};
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let text = offline::report_listing(&args.files, args.merge, args.all)?;
-    print!("{text}");
+    let text = offline::report_listing(&args.files, args.merge, args.all, args.max_bytes)?;
+    // A closed stdout (`| head -1`) is not an error.
+    let _ = stdout::print(&text);
     Ok(ExitCode::SUCCESS)
 }

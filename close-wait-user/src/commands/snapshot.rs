@@ -6,17 +6,20 @@ use std::{collections::HashSet, process::ExitCode, time::SystemTime};
 use crate::{
     cli::SnapshotArgs,
     clock,
-    export::atomic,
     investigate::{self, Known, NoOrigins},
+    output::{stdout, OutputFile},
+    privileges,
     report::{self, Counters, Report},
     sockets,
     stacks::Symbolizer,
 };
 
 pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
-    if let Some(p) = &args.json {
-        atomic::check_output_path(p)?;
-    }
+    let mut json = args
+        .json
+        .as_deref()
+        .map(|p| OutputFile::claim(p, args.mode))
+        .transpose()?;
     if let Some(c) = &args.filters.cgroup {
         args.filters.cgroup = Some(crate::cgroup::resolve(c)?);
     }
@@ -54,11 +57,24 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         histograms: Vec::new(),
         episodes: Vec::new(),
     };
-    if let Some(p) = &args.json {
-        let mut text = serde_json::to_string_pretty(&r)?;
-        text.push('\n');
-        atomic::write_atomic(p, text.as_bytes())?;
+    let mut text = report::render(&r, args.all);
+    if r.counters.close_wait_now > 0 {
+        if let Some(note) = privileges::holders_note(privileges::Caps::current(), "/proc".as_ref())
+        {
+            text.push_str(&format!("\nnote: {note}\n"));
+        }
     }
-    print!("{}", report::render(&r, args.all));
+    // The summary is printed even when the file cannot be written.
+    let written = match &mut json {
+        Some(out) => {
+            let mut j = serde_json::to_string_pretty(&r)?;
+            j.push('\n');
+            out.replace(j.as_bytes())
+        }
+        None => Ok(()),
+    };
+    // A closed stdout (`| head -1`) is not an error.
+    let _ = stdout::print(&text);
+    written?;
     Ok(ExitCode::SUCCESS)
 }

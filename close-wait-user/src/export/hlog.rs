@@ -34,9 +34,9 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry, T
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-use super::atomic::create_nofollow;
 use super::offline::OfflineError;
 use super::ExportError;
+use crate::output::OutputFile;
 
 /// Interval log format version written in the header.
 pub const LOG_FORMAT_VERSION: &str = "1.3";
@@ -80,40 +80,54 @@ pub struct HlogWriter<W: Write = File> {
     serializer: V2DeflateSerializer,
     payload: Vec<u8>,
     text: String,
+    /// The claim on the path (its lock), for as long as the log is written.
+    claim: Option<OutputFile>,
 }
 
 impl HlogWriter<File> {
-    /// Creates (or truncates) `path`, refusing a symlink there, and writes
-    /// the header with `start` as StartTime and BaseTime.
-    pub fn create(path: &Path, start: SystemTime) -> Result<Self, ExportError> {
-        let file = create_nofollow(path)?;
-        HlogWriter::new(file, path, start)
+    /// Puts a fresh log with its header (`start` as StartTime and BaseTime)
+    /// at the claimed path; lines are appended to that file from then on.
+    pub fn create(mut out: OutputFile, start: SystemTime) -> Result<Self, ExportError> {
+        let path = out.path().to_path_buf();
+        let file = out.stream(header(start).as_bytes())?;
+        let mut w = HlogWriter::with_parts(file, path);
+        w.claim = Some(out);
+        Ok(w)
     }
 }
 
+/// The header lines of a log that starts at `start`.
+fn header(start: SystemTime) -> String {
+    let since = start.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs_f64();
+    format!(
+        "#[Logged with close-wait {}]\n\
+         #[Histogram log format version {LOG_FORMAT_VERSION}]\n\
+         #[StartTime: {secs:.3} (seconds since epoch), {}]\n\
+         #[BaseTime: {secs:.3} (seconds since epoch)]\n\
+         #[Values are CLOSE_WAIT durations in microseconds; Interval_Max is in milliseconds]\n\
+         {LEGEND}\n",
+        env!("CARGO_PKG_VERSION"),
+        iso8601_utc(since),
+    )
+}
+
 impl<W: Write> HlogWriter<W> {
-    /// Writes the header to `out`. `path` only names the output in errors.
-    pub fn new(out: W, path: &Path, start: SystemTime) -> Result<Self, ExportError> {
-        let mut w = HlogWriter {
+    fn with_parts(out: W, path: PathBuf) -> Self {
+        HlogWriter {
             out,
-            path: path.to_path_buf(),
+            path,
             serializer: V2DeflateSerializer::new(),
             payload: Vec::new(),
             text: String::new(),
-        };
-        let since = start.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs_f64();
-        let header = format!(
-            "#[Logged with close-wait {}]\n\
-             #[Histogram log format version {LOG_FORMAT_VERSION}]\n\
-             #[StartTime: {secs:.3} (seconds since epoch), {}]\n\
-             #[BaseTime: {secs:.3} (seconds since epoch)]\n\
-             #[Values are CLOSE_WAIT durations in microseconds; Interval_Max is in milliseconds]\n\
-             {LEGEND}\n",
-            env!("CARGO_PKG_VERSION"),
-            iso8601_utc(since),
-        );
-        w.emit(header.as_bytes())?;
+            claim: None,
+        }
+    }
+
+    /// Writes the header to `out`. `path` only names the output in errors.
+    pub fn new(out: W, path: &Path, start: SystemTime) -> Result<Self, ExportError> {
+        let mut w = HlogWriter::with_parts(out, path.to_path_buf());
+        w.emit(header(start).as_bytes())?;
         Ok(w)
     }
 
@@ -191,18 +205,41 @@ pub struct HlogInterval {
 /// Reads every interval of the log at `path`. Corrupt or truncated input is
 /// an error naming the file and the line.
 pub fn read_hlog(path: &Path) -> Result<Vec<HlogInterval>, OfflineError> {
-    let bytes = std::fs::read(path).map_err(|source| OfflineError::Read {
+    let file = File::open(path).map_err(|source| OfflineError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_hlog(path, &bytes)
+    parse_hlog_from(path, std::io::BufReader::new(file))
 }
 
 /// Parses interval log text; `path` only names the input in errors.
 pub fn parse_hlog(path: &Path, bytes: &[u8]) -> Result<Vec<HlogInterval>, OfflineError> {
+    parse_hlog_from(path, bytes)
+}
+
+/// Parses an interval log line by line from `input`, holding one line at a
+/// time.
+pub fn parse_hlog_from<R: std::io::BufRead>(
+    path: &Path,
+    mut input: R,
+) -> Result<Vec<HlogInterval>, OfflineError> {
     let mut out = Vec::new();
-    for (idx, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
-        let lineno = idx + 1;
+    let mut line = Vec::new();
+    let mut idx = 0;
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|source| OfflineError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        idx += 1;
+        let line = &line[..];
+        let lineno = idx;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -252,8 +289,8 @@ pub fn parse_hlog(path: &Path, bytes: &[u8]) -> Result<Vec<HlogInterval>, Offlin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::atomic::tests::TempDir;
     use crate::histograms::{new_histogram, Histograms};
+    use crate::testutil::TempDir;
 
     fn start() -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
@@ -417,7 +454,9 @@ mod tests {
     fn file_writer_flushes_each_interval() {
         let d = TempDir::new("hlog");
         let p = d.0.join("cw.hlog");
-        let mut w = HlogWriter::create(&p, start()).unwrap();
+        let mut w =
+            HlogWriter::create(crate::output::OutputFile::claim(&p, None).unwrap(), start())
+                .unwrap();
         let mut h = new_histogram();
         h.record(42).unwrap();
         w.write_interval(

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 
-use super::hlog::{parse_hlog, HlogInterval};
+use super::hlog::{parse_hlog_from, HlogInterval};
 use crate::histograms::{new_histogram, tag_order, HistSummary, TAG_OPEN};
 
 /// Schema name of the JSON reports this reader understands.
@@ -30,6 +30,10 @@ pub const REPORT_SCHEMA: &str = "close-wait.report.v1";
 pub enum OfflineError {
     #[error("no input files: give one or more JSON reports or .hlog interval logs")]
     NoInput,
+    #[error("refusing to read {path}: it is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("refusing to read {path}: it is {size} bytes, over the limit of {max} bytes (raise it with --max-bytes)")]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -116,8 +120,17 @@ fn json_error(path: &Path, source: serde_json::Error) -> OfflineError {
     }
 }
 
-fn read_json(path: &Path, bytes: &[u8]) -> Result<JsonReport, OfflineError> {
-    let head: SchemaOnly = serde_json::from_slice(bytes).map_err(|e| json_error(path, e))?;
+/// Reads a JSON report from `file` in two streamed passes (the schema
+/// first, so a foreign document is named as such rather than as a field
+/// error), reading at most `max` bytes.
+fn read_json(path: &Path, file: &mut std::fs::File, max: u64) -> Result<JsonReport, OfflineError> {
+    use std::io::{BufReader, Read as _, Seek as _};
+    let read_err = |source| OfflineError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let head: SchemaOnly = serde_json::from_reader(BufReader::new((&*file).take(max)))
+        .map_err(|e| json_error(path, e))?;
     match head.schema.as_deref() {
         Some(REPORT_SCHEMA) => {}
         other => {
@@ -127,10 +140,12 @@ fn read_json(path: &Path, bytes: &[u8]) -> Result<JsonReport, OfflineError> {
             })
         }
     }
-    serde_json::from_slice(bytes).map_err(|e| json_error(path, e))
+    file.rewind().map_err(read_err)?;
+    serde_json::from_reader(BufReader::new((&*file).take(max))).map_err(|e| json_error(path, e))
 }
 
-/// Whether `path` holds a JSON report (by extension, else by a leading `{`).
+/// Whether `path` holds a JSON report (by extension, else by a leading `{`
+/// in its first bytes).
 fn is_json(path: &Path, bytes: &[u8]) -> bool {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => true,
@@ -343,34 +358,99 @@ enum Input {
     Hlog(Vec<HlogInterval>),
 }
 
-fn load(path: &Path) -> Result<Input, OfflineError> {
-    let bytes = std::fs::read(path).map_err(|source| OfflineError::Read {
+/// Opens `path` for reading without blocking (a FIFO cannot hang the
+/// open), refusing what is not a regular file or is larger than `max`.
+pub fn open_bounded(path: &Path, max: u64) -> Result<std::fs::File, OfflineError> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let read_err = |source| OfflineError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(read_err)?;
+    let m = file.metadata().map_err(read_err)?;
+    let ft = m.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(OfflineError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    if m.len() > max {
+        return Err(OfflineError::TooLarge {
+            path: path.to_path_buf(),
+            size: m.len(),
+            max,
+        });
+    }
+    Ok(file)
+}
+
+fn load(path: &Path, max: u64) -> Result<Input, OfflineError> {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut file = open_bounded(path, max)?;
+    let json = {
+        let mut r = BufReader::with_capacity(4096, (&file).take(max));
+        let head = r.fill_buf().map_err(|source| OfflineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        is_json(path, head)
+    };
+    use std::io::Seek as _;
+    file.rewind().map_err(|source| OfflineError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    if is_json(path, &bytes) {
-        Ok(Input::Json(read_json(path, &bytes)?))
+    if json {
+        Ok(Input::Json(read_json(path, &mut file, max)?))
     } else {
-        Ok(Input::Hlog(parse_hlog(path, &bytes)?))
+        Ok(Input::Hlog(parse_hlog_from(
+            path,
+            BufReader::new(file.take(max)),
+        )?))
     }
 }
 
 /// Reads every file in `paths` (JSON reports and interval logs) and returns
 /// a printable summary. With `merge`, interval logs are added up per tag
-/// into one table; JSON reports are always listed per file.
-pub fn report(paths: &[PathBuf], merge: bool) -> Result<String, OfflineError> {
-    report_listing(paths, merge, false)
+/// into one table; JSON reports are always listed per file. Each file is
+/// streamed, and refused when it is not a regular file or is larger than
+/// `max_bytes`.
+pub fn report(paths: &[PathBuf], merge: bool, max_bytes: u64) -> Result<String, OfflineError> {
+    report_listing(paths, merge, false, max_bytes)
 }
 
 /// [`report`], listing every stuck socket of the JSON reports when `all`
 /// (else the oldest [`STUCK_SHOWN`] and a count).
-pub fn report_listing(paths: &[PathBuf], merge: bool, all: bool) -> Result<String, OfflineError> {
+pub fn report_listing(
+    paths: &[PathBuf],
+    merge: bool,
+    all: bool,
+    max_bytes: u64,
+) -> Result<String, OfflineError> {
     if paths.is_empty() {
         return Err(OfflineError::NoInput);
     }
     let mut inputs = Vec::with_capacity(paths.len());
     for p in paths {
-        inputs.push((p.as_path(), load(p)?));
+        inputs.push((p.as_path(), load(p, max_bytes)?));
     }
     let mut out = String::new();
     if merge {
@@ -427,15 +507,18 @@ pub fn report_listing(paths: &[PathBuf], merge: bool, all: bool) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::atomic::tests::TempDir;
     use crate::export::hlog::HlogWriter;
     use crate::histograms::Histograms;
+    use crate::testutil::TempDir;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn write_log(path: &Path, comm: &str, values_us: &[u64]) {
         let mut hs = Histograms::new();
-        let mut w =
-            HlogWriter::create(path, UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+        let mut w = HlogWriter::create(
+            crate::output::OutputFile::claim(path, None).unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+        .unwrap();
         let (a, b) = values_us.split_at(values_us.len() / 2);
         for v in a {
             hs.record_closed(comm, 8080, *v);
@@ -481,7 +564,7 @@ mod tests {
         let p = d.0.join("a.hlog");
         let values: Vec<u64> = (1..=1000).collect();
         write_log(&p, "nginx", &values);
-        let text = report(std::slice::from_ref(&p), false).unwrap();
+        let text = report(std::slice::from_ref(&p), false, 1 << 30).unwrap();
         assert!(
             text.starts_with(&format!("{} (2 intervals over 10.0 s)", p.display())),
             "{text}"
@@ -506,7 +589,7 @@ mod tests {
         let b = d.0.join("b.hlog");
         write_log(&a, "nginx", &[1_000, 2_000]);
         write_log(&b, "redis", &[3_000_000, 4_000_000, 5_000_000, 6_000_000]);
-        let text = report(&[a.clone(), b.clone()], true).unwrap();
+        let text = report(&[a.clone(), b.clone()], true, 1 << 30).unwrap();
         assert!(text.starts_with("merged 2 interval logs: "), "{text}");
         assert_eq!(row(&text, "all")[1], "6");
         assert_eq!(row(&text, "all")[7], "6.00s");
@@ -516,7 +599,7 @@ mod tests {
         assert!(!text.contains("JSON"), "{text}");
 
         // without --merge each log has its own table
-        let text = report(&[a, b], false).unwrap();
+        let text = report(&[a, b], false, 1 << 30).unwrap();
         assert_eq!(
             text.matches("(2 intervals over 10.0 s)").count(),
             2,
@@ -528,8 +611,11 @@ mod tests {
     /// three `open` snapshots of the same socket, aged 1, 2 and 3 s.
     fn write_held_log(path: &Path) {
         let mut hs = Histograms::new();
-        let mut w =
-            HlogWriter::create(path, UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+        let mut w = HlogWriter::create(
+            crate::output::OutputFile::claim(path, None).unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+        .unwrap();
         hs.record_closed("srv", 80, 5_000);
         for k in 0..3u64 {
             hs.set_open_ages(&[(k + 1) * 1_000_000]);
@@ -549,12 +635,12 @@ mod tests {
         let b = d.0.join("b.hlog");
         write_held_log(&a);
         write_held_log(&b);
-        let text = report(std::slice::from_ref(&a), false).unwrap();
+        let text = report(std::slice::from_ref(&a), false, 1 << 30).unwrap();
         // the last snapshot: one socket, 3 s old (not 3 sockets)
         assert_eq!(row(&text, "open")[1..3], ["1", "3.00s"], "{text}");
         assert_eq!(row(&text, "all")[1], "1", "{text}");
         // merged logs add their last snapshots
-        let text = report(&[a, b], true).unwrap();
+        let text = report(&[a, b], true, 1 << 30).unwrap();
         assert_eq!(row(&text, "open")[1..3], ["2", "3.00s"], "{text}");
         assert_eq!(row(&text, "all")[1], "2", "{text}");
     }
@@ -586,7 +672,7 @@ mod tests {
         let d = TempDir::new("offline-json");
         let p = d.0.join("r.json");
         std::fs::write(&p, sample_json()).unwrap();
-        let text = report(&[p], false).unwrap();
+        let text = report(&[p], false, 1 << 30).unwrap();
         assert!(
             text.contains("(JSON report, close-wait.report.v1)"),
             "{text}"
@@ -616,7 +702,7 @@ mod tests {
         std::fs::write(&j, sample_json()).unwrap();
         let h = d.0.join("a.hlog");
         write_log(&h, "x", &[10, 20]);
-        let text = report(&[j, h], true).unwrap();
+        let text = report(&[j, h], true, 1 << 30).unwrap();
         assert!(text.contains("cannot be merged exactly"), "{text}");
         assert!(text.contains("merged 1 interval logs"), "{text}");
         assert!(text.contains("(JSON report"), "{text}");
@@ -631,7 +717,7 @@ mod tests {
             "{\n  \"schema\": \"close-wait.report.v1\",\n  \"stuck\": [oops]\n}\n",
         )
         .unwrap();
-        let e = report(&[p], false).unwrap_err();
+        let e = report(&[p], false, 1 << 30).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -655,7 +741,7 @@ mod tests {
         let p = d.0.join("cut.json");
         let full = sample_json();
         std::fs::write(&p, &full[..full.len() / 2]).unwrap();
-        let e = report(&[p], false).unwrap_err();
+        let e = report(&[p], false, 1 << 30).unwrap_err();
         assert!(matches!(e, OfflineError::Json { line: 1, .. }), "{e:?}");
         assert!(e.to_string().contains("cut.json:1:"), "{e}");
         assert!(e.to_string().contains("truncated JSON report"), "{e}");
@@ -670,17 +756,17 @@ mod tests {
         let d = TempDir::new("offline-schema");
         let p = d.0.join("other.json");
         std::fs::write(&p, r#"{"schema": "something.else"}"#).unwrap();
-        let e = report(std::slice::from_ref(&p), false).unwrap_err();
+        let e = report(std::slice::from_ref(&p), false, 1 << 30).unwrap_err();
         assert!(matches!(e, OfflineError::Schema { ref found, .. } if found == "something.else"));
         std::fs::write(&p, r#"{"stuck": []}"#).unwrap();
-        let e = report(std::slice::from_ref(&p), false).unwrap_err();
+        let e = report(std::slice::from_ref(&p), false, 1 << 30).unwrap_err();
         assert!(matches!(e, OfflineError::Schema { ref found, .. } if found == "(missing)"));
         std::fs::write(
             &p,
             "{\"schema\": \"close-wait.report.v1\",\n\"counters\": {\"x\": -1}}",
         )
         .unwrap();
-        let e = report(&[p], false).unwrap_err();
+        let e = report(&[p], false, 1 << 30).unwrap_err();
         assert!(matches!(e, OfflineError::Json { line: 2, .. }), "{e:?}");
     }
 
@@ -693,7 +779,7 @@ mod tests {
         let cut = &full[..full.len() - 10];
         std::fs::write(&p, cut).unwrap();
         let line = cut.iter().filter(|&&b| b == b'\n').count() + 1;
-        let e = report(&[p], false).unwrap_err();
+        let e = report(&[p], false, 1 << 30).unwrap_err();
         assert!(
             matches!(e, OfflineError::HlogTruncated { line: l, .. } if l == line),
             "{e:?}"
@@ -709,14 +795,60 @@ mod tests {
         let d = TempDir::new("offline-sniff");
         let j = d.0.join("report");
         std::fs::write(&j, format!("  {}", sample_json())).unwrap();
-        assert!(report(&[j], false).unwrap().contains("(JSON report"));
+        assert!(report(&[j], false, 1 << 30)
+            .unwrap()
+            .contains("(JSON report"));
         let h = d.0.join("log");
         write_log(&h, "x", &[10, 20]);
-        assert!(report(&[h], false).unwrap().contains("(2 intervals"));
+        assert!(report(&[h], false, 1 << 30)
+            .unwrap()
+            .contains("(2 intervals"));
         let missing = d.0.join("missing.hlog");
-        let e = report(&[missing], false).unwrap_err();
+        let e = report(&[missing], false, 1 << 30).unwrap_err();
         assert!(matches!(e, OfflineError::Read { .. }), "{e:?}");
         assert!(e.to_string().contains("missing.hlog"), "{e}");
-        assert!(matches!(report(&[], false), Err(OfflineError::NoInput)));
+        assert!(matches!(
+            report(&[], false, 1 << 30),
+            Err(OfflineError::NoInput)
+        ));
+    }
+
+    #[test]
+    fn refuses_non_regular_and_oversized_inputs_without_reading_them() {
+        let d = TempDir::new("offline-bounded");
+        let fifo = d.0.join("fifo.hlog");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer: a blocking open would hang here.
+        let e = report(&[fifo], false, 1 << 30).unwrap_err();
+        assert!(
+            e.to_string().contains("it is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = report(std::slice::from_ref(&d.0), false, 1 << 30).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
+        // A sparse 2 GiB file costs nothing to make and is refused by size.
+        let big = d.0.join("big.json");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        let e = report(&[big], false, 256 << 20).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "2147483648 bytes, over the limit of 268435456 bytes (raise it with --max-bytes)"
+            ),
+            "{e}"
+        );
+        // Within the limit, both kinds are read as before.
+        let j = d.0.join("r.json");
+        std::fs::write(&j, sample_json()).unwrap();
+        let limit = std::fs::metadata(&j).unwrap().len();
+        assert!(report(std::slice::from_ref(&j), false, limit).is_ok());
+        assert!(matches!(
+            report(&[j], false, limit - 1),
+            Err(OfflineError::TooLarge { .. })
+        ));
     }
 }
