@@ -134,6 +134,10 @@ pub struct RecordArgs {
     /// Write the percentile distribution (.hgrm) of all closed episodes here
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
+    /// Write a self-contained HTML page with the report and its charts here
+    /// (replaced atomically every interval)
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Also write one .hgrm per tag next to --hgrm (FILE.<tag>.hgrm)
     #[arg(long, requires = "hgrm")]
     pub hgrm_per_tag: bool,
@@ -196,6 +200,9 @@ pub struct DemoArgs {
     /// How long to record (the leaks are made in the first second)
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = demo_duration)]
     pub duration: Duration,
+    /// Also write the recording as an HTML page here
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 fn demo_duration(s: &str) -> Result<Duration, String> {

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 
 pub mod hgrm;
 pub mod hlog;
+pub mod html;
 pub mod offline;
 pub mod prometheus;
+pub mod svg;
 
 /// Errors while writing exports or serving metrics. A cause (an I/O error,
 /// say) is the error's `source()`, not repeated in its message: print the

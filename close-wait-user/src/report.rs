@@ -200,7 +200,7 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
-fn holders_text(h: &[Holder]) -> String {
+pub fn holders_text(h: &[Holder]) -> String {
     if h.is_empty() {
         return "no process".to_string();
     }
@@ -210,7 +210,7 @@ fn holders_text(h: &[Holder]) -> String {
         .join(", ")
 }
 
-fn socket_notes(s: &StuckOut) -> Vec<String> {
+pub fn socket_notes(s: &StuckOut) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(l) = &s.listener {
         notes.push(format!(

@@ -44,7 +44,8 @@ enum Cmd {
 }
 
 /// Debian packages: the eBPF toolchain (see README "Building"), gcc for the
-/// C test helper, Prometheus for the scrape test.
+/// C test helper, Prometheus for the scrape test, Chromium and chromedriver
+/// for the HTML report's test (about 130 MB to download, 21 s to install).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "rustc-web",
@@ -53,6 +54,10 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     "prometheus",
     "iproute2",
+    // The HTML report's test opens the page in headless Chromium.
+    "chromium",
+    "chromium-driver",
+    "fonts-dejavu-core",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN: &str = "debian-bpf";

@@ -339,6 +339,10 @@ pub fn run_child(args: DemoChildArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Refuse early, before any program is started.
+    if let Some(p) = &args.html {
+        // Checked now; the lock is the tracer's, which claims it again.
+        drop(crate::output::OutputFile::claim(p, None)?);
+    }
     loader::preflight()?;
     let exe = std::env::current_exe().context("finding this program's path")?;
     let dir = TempDir::new()?;
@@ -404,6 +408,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .arg(&json);
     for pid in procs.pids() {
         cmd.arg("-p").arg(pid.to_string());
+    }
+    if let Some(h) = &args.html {
+        cmd.arg("--html").arg(h);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -20,7 +20,7 @@ use crate::{
     cli::RecordArgs,
     clock::{self, WallClock},
     events::{self, Record},
-    export::{hgrm, hlog::HlogWriter, prometheus, ExportError},
+    export::{hgrm, hlog::HlogWriter, html, prometheus, ExportError},
     histograms::Histograms,
     investigate::{self, Known, Origins},
     loader::{self, KernelCounters, Tracer},
@@ -59,6 +59,7 @@ struct Claimed {
     json: Option<OutputFile>,
     hlog: Option<OutputFile>,
     hgrm: Option<OutputFile>,
+    html: Option<OutputFile>,
 }
 
 /// Everything checked before attaching; errors here name what is wrong.
@@ -72,6 +73,7 @@ fn validate(args: &mut RecordArgs) -> anyhow::Result<(Claimed, Option<SocketAddr
         json: claim(&args.json)?,
         hlog: claim(&args.hlog)?,
         hgrm: claim(&args.hgrm)?,
+        html: claim(&args.html)?,
     };
     if let Some(c) = &args.filters.cgroup {
         args.filters.cgroup = Some(crate::cgroup::resolve(c)?);
@@ -125,6 +127,9 @@ struct State {
     stdout: stdout::Stdout,
     warned_slow_stdout: bool,
     last_interval_ns: u64,
+    html: Option<OutputFile>,
+    /// One point per checkpoint, for the HTML page's timeline.
+    timeline: Vec<html::TimelinePoint>,
     symbolizer: Symbolizer,
     last_stuck: u64,
     /// Local ports with a listener, refreshed every interval: tells an
@@ -433,18 +438,40 @@ impl State {
             text.push('\n');
             errors.extend(out.replace(text.as_bytes()).err());
         }
+        let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
+        let len = Duration::from_nanos(now_ns.saturating_sub(self.last_interval_ns));
+        let mut interval = self.hist.take_interval();
+        if let Some((_, all)) = interval
+            .iter()
+            .find(|(t, _)| t == crate::histograms::TAG_ALL)
+        {
+            let mut point =
+                html::TimelinePoint::of_interval(start.as_secs_f64(), len.as_secs_f64(), all);
+            point.in_close_wait = Some(report.counters.close_wait_now);
+            point.stuck = Some(report.counters.stuck);
+            self.timeline.push(point);
+        }
         if let Some(w) = &mut self.hlog {
-            let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
-            let len = Duration::from_nanos(now_ns.saturating_sub(self.last_interval_ns));
-            let mut interval = self.hist.take_interval();
             if !last {
                 interval.retain(|(tag, _)| tag != crate::histograms::TAG_OPEN);
             }
             errors.extend(w.write_interval(start, len, &interval).err());
-        } else {
-            self.hist.take_interval();
         }
         self.last_interval_ns = now_ns;
+        if let Some(out) = &mut self.html {
+            let page = html::Page {
+                report: Some(&report),
+                curves: self
+                    .hist
+                    .cumulative()
+                    .into_iter()
+                    .map(|(tag, h)| html::Curve::of(tag, h))
+                    .collect(),
+                timeline: self.timeline.clone(),
+                sources: Vec::new(),
+            };
+            errors.extend(out.replace(html::render(&page).as_bytes()).err());
+        }
         if let Some(out) = &mut self.hgrm {
             if let Some(h) = self.hist.get("all") {
                 errors.extend(out.replace(hgrm::render_hgrm(h, 1000.0).as_bytes()).err());
@@ -585,6 +612,8 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         json: claimed.json,
         hlog,
         hgrm: claimed.hgrm,
+        html: claimed.html,
+        timeline: Vec::new(),
         tag_files: HashMap::new(),
         stdout: out,
         warned_slow_stdout: false,
