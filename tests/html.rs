@@ -214,7 +214,8 @@ impl Drop for Browser {
 }
 
 /// Records closed episodes (one server) and stuck sockets (another) with
-/// --html; returns the page, the finished tracer and the stuck server's pid.
+/// --html and --hlog; returns the page, the finished tracer and the stuck
+/// server's pid.
 fn record_a_page(dir: &Path) -> (PathBuf, Finished, u32) {
     let (closing, closing_port) = server(&[
         "--mode",
@@ -237,6 +238,8 @@ fn record_a_page(dir: &Path) -> (PathBuf, Finished, u32) {
         "1s",
         "--html",
         page.to_str().unwrap(),
+        "--hlog",
+        dir.join("report.hlog").to_str().unwrap(),
     ]);
     let a = peer("client", &["--connect", &v4(closing_port), "--count", "4"]);
     let b = peer("client", &["--connect", &v4(holding_port), "--count", "2"]);
@@ -251,6 +254,87 @@ fn record_a_page(dir: &Path) -> (PathBuf, Finished, u32) {
     let pid = holding.pid();
     drop(holding);
     (page, out, pid)
+}
+
+/// Loads `page` and returns what the checks need from it.
+fn inspect(b: &Browser, page: &Path) -> Value {
+    b.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("file://{}", page.display())})),
+    );
+    b.eval(
+        "const n = s => document.querySelectorAll(s).length; \
+         const labels = s => [...document.querySelectorAll(s)].map(e => e.getAttribute('data-label')); \
+         return { percentiles: n('svg#percentiles .series'), \
+                  labels: labels('svg#percentiles .series'), \
+                  closed: n('svg#timeline-closed .series'), bars: n('svg#timeline-closed rect'), \
+                  p99: n('svg#timeline-p99 .series'), sockets: labels('svg#timeline-sockets .series'), \
+                  groups: n('section.group'), rows: n('section.group tr.socket'), \
+                  text: document.body.innerText, \
+                  bg: getComputedStyle(document.body).backgroundColor, \
+                  resources: performance.getEntriesByType('resource').length };",
+    )
+}
+
+/// One curve per tag, labelled with it.
+fn check_curves(facts: &Value, tags: &[&str]) {
+    assert_eq!(
+        facts["percentiles"],
+        tags.len(),
+        "{}",
+        pretty(&facts["labels"])
+    );
+    for t in tags {
+        let want = if *t == "open" { "open: ages now" } else { t };
+        assert!(
+            facts["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l.as_str().unwrap().starts_with(&format!("{want} (n="))),
+            "no curve for {t}: {}",
+            facts["labels"]
+        );
+    }
+}
+
+/// No console message of level SEVERE (a CSP violation, a failed load, a
+/// script error would be one), and no request but `page` itself.
+fn check_quiet(b: &Browser, pages: &[&Path]) {
+    let console = b.log("browser");
+    let severe: Vec<&Value> = console.iter().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(severe.is_empty(), "console errors: {severe:?}");
+    // (The browser's own start page makes chrome:// requests before ours
+    // loads: only requests made for the reports' documents count, and no
+    // request of any page may leave the machine.)
+    let sent: Vec<Value> = b
+        .log("performance")
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e["message"].as_str()?).ok())
+        .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
+        .map(|m| m["message"]["params"].clone())
+        .collect();
+    for page in pages {
+        let url = format!("file://{}", page.display());
+        let ours: Vec<&str> = sent
+            .iter()
+            .filter(|p| p["documentURL"] == url.as_str())
+            .map(|p| p["request"]["url"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(ours, vec![url.as_str()], "requests made by the page");
+    }
+    let outside: Vec<&str> = sent
+        .iter()
+        .map(|p| p["request"]["url"].as_str().unwrap_or(""))
+        .filter(|u| u.starts_with("http") || u.starts_with("ws"))
+        .collect();
+    assert!(outside.is_empty(), "network requests: {outside:?}");
+}
+
+fn check_screenshot(p: &Path) {
+    let size = std::fs::metadata(p).unwrap().len();
+    assert!(size > 30_000, "{} is only {size} bytes", p.display());
 }
 
 #[test]
@@ -279,41 +363,8 @@ fn html_report_in_headless_chromium() {
     assert_eq!(tags.len(), 4, "{tags:?}");
 
     let b = Browser::start();
-    b.call(
-        "POST",
-        "/url",
-        Some(json!({"url": format!("file://{}", page.display())})),
-    );
-    let facts = b.eval(
-        "const n = s => document.querySelectorAll(s).length; \
-         const labels = s => [...document.querySelectorAll(s)].map(e => e.getAttribute('data-label')); \
-         return { percentiles: n('svg#percentiles .series'), \
-                  labels: labels('svg#percentiles .series'), \
-                  closed: n('svg#timeline-closed .series'), bars: n('svg#timeline-closed rect'), \
-                  p99: n('svg#timeline-p99 .series'), sockets: labels('svg#timeline-sockets .series'), \
-                  groups: n('section.group'), rows: n('section.group tr.socket'), \
-                  text: document.body.innerText, \
-                  bg: getComputedStyle(document.body).backgroundColor, \
-                  resources: performance.getEntriesByType('resource').length };",
-    );
-    assert_eq!(
-        facts["percentiles"],
-        tags.len(),
-        "{}",
-        pretty(&facts["labels"])
-    );
-    for t in &tags {
-        let want = if *t == "open" { "open: ages now" } else { t };
-        assert!(
-            facts["labels"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|l| l.as_str().unwrap().starts_with(&format!("{want} (n="))),
-            "no curve for {t}: {}",
-            facts["labels"]
-        );
-    }
+    let facts = inspect(&b, &page);
+    check_curves(&facts, &tags);
     assert_eq!(facts["closed"], 1);
     assert!(facts["bars"].as_u64().unwrap() >= 2, "{}", facts["bars"]);
     assert_eq!(facts["p99"], 1);
@@ -349,42 +400,44 @@ fn html_report_in_headless_chromium() {
     assert_eq!(dark_bg, "rgb(21, 24, 28)");
     let dark = b.screenshot("html-report-dark.png");
     for p in [&light, &dark] {
-        let size = std::fs::metadata(p).unwrap().len();
-        assert!(size > 30_000, "{} is only {size} bytes", p.display());
+        check_screenshot(p);
     }
     assert_ne!(
         std::fs::read(&light).unwrap(),
         std::fs::read(&dark).unwrap()
     );
 
-    // No console message of level SEVERE (a CSP violation, a failed load,
-    // a script error would be one), and no request but the page itself.
-    let console = b.log("browser");
-    let severe: Vec<&Value> = console.iter().filter(|e| e["level"] == "SEVERE").collect();
-    assert!(severe.is_empty(), "console errors: {severe:?}");
-    // (The browser's own start page makes chrome:// requests before ours
-    // loads: only requests made for the report's document count, and no
-    // request of any page may leave the machine.)
-    let url = format!("file://{}", page.display());
-    let sent: Vec<Value> = b
-        .log("performance")
-        .iter()
-        .filter_map(|e| serde_json::from_str::<Value>(e["message"].as_str()?).ok())
-        .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
-        .map(|m| m["message"]["params"].clone())
-        .collect();
-    let ours: Vec<&str> = sent
-        .iter()
-        .filter(|p| p["documentURL"] == url.as_str())
-        .map(|p| p["request"]["url"].as_str().unwrap_or(""))
-        .collect();
-    assert_eq!(ours, vec![url.as_str()], "requests made by the page");
-    let outside: Vec<&str> = sent
-        .iter()
-        .map(|p| p["request"]["url"].as_str().unwrap_or(""))
-        .filter(|u| u.starts_with("http") || u.starts_with("ws"))
-        .collect();
-    assert!(outside.is_empty(), "network requests: {outside:?}");
+    // The same run read back offline: `report FILE.hlog --html`.
+    let offline = dir.join("offline.html");
+    let hlog = dir.join("report.hlog");
+    let rep = Command::new(bin())
+        .arg("report")
+        .arg(&hlog)
+        .arg("--html")
+        .arg(&offline)
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let facts = inspect(&b, &offline);
+    check_curves(&facts, &tags);
+    assert_eq!(facts["closed"], 1);
+    assert_eq!(facts["p99"], 1);
+    assert_eq!(facts["resources"], 0, "the page loaded resources");
+    assert!(
+        facts["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("from {}", hlog.display())),
+        "{}",
+        facts["text"]
+    );
+    check_screenshot(&b.screenshot("html-report-offline.png"));
+
+    check_quiet(&b, &[&page, &offline]);
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }

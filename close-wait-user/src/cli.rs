@@ -190,6 +190,12 @@ pub struct ReportArgs {
     /// List every stuck socket (default: the oldest 10 per file and a count)
     #[arg(long)]
     pub all: bool,
+    /// Also write the files as one self-contained HTML page with charts here
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Permission bits of the HTML page (octal; default 0600, or the mode of an existing file you own)
+    #[arg(long, value_name = "MODE", value_parser = validate::mode, requires = "html")]
+    pub mode: Option<u32>,
     /// Refuse input files larger than this (e.g. 512M, 2G)
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = validate::max_bytes)]
     pub max_bytes: u64,

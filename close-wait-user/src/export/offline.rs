@@ -504,6 +504,46 @@ pub fn report_listing(
     Ok(out)
 }
 
+/// The HTML page of recorded files (`report FILE... --html`): the
+/// percentile curves of every tag, exact from the interval logs (added up
+/// across them) or, without one, from the JSON reports' percentiles; the
+/// timeline of the first interval log; the counters and stuck groups of the
+/// first JSON report.
+pub fn html_page(paths: &[PathBuf], max_bytes: u64) -> Result<String, OfflineError> {
+    use super::html::{self, Curve, Page};
+    if paths.is_empty() {
+        return Err(OfflineError::NoInput);
+    }
+    let mut merged = BTreeMap::new();
+    let mut timeline = None;
+    let mut summaries = Vec::new();
+    for p in paths {
+        match load(p, max_bytes)? {
+            Input::Hlog(iv) => {
+                merge_intervals(p, &iv, &mut merged)?;
+                timeline.get_or_insert_with(|| html::timeline_of_log(&iv));
+            }
+            Input::Json(r) => {
+                if summaries.is_empty() {
+                    summaries = r.histograms;
+                }
+            }
+        }
+    }
+    let curves = if merged.is_empty() {
+        summaries.iter().map(Curve::of_summary).collect()
+    } else {
+        merged.iter().map(|(t, h)| Curve::of(t, h)).collect()
+    };
+    let page = Page {
+        report: None,
+        curves,
+        timeline: timeline.unwrap_or_default(),
+        sources: paths.iter().map(|p| p.display().to_string()).collect(),
+    };
+    Ok(html::render(&page))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
