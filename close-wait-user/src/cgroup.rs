@@ -76,9 +76,144 @@ pub fn contains(want: &Path, have: &str) -> bool {
     want.is_empty() || have == want || have.starts_with(&format!("{want}/"))
 }
 
+/// The container a process runs in, read from its cgroup v2 path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Container {
+    /// Full container id (hex), as the runtime names it.
+    pub id: String,
+    /// `docker`, `containerd`, `cri-o`, `podman`, or `unknown` (an id
+    /// under a Kubernetes pod with the cgroupfs driver, runtime unnamed).
+    pub runtime: &'static str,
+    /// The Kubernetes pod uid (with dashes), when under a kubepods slice.
+    pub pod_uid: Option<String>,
+}
+
+impl Container {
+    /// The 12-character id `docker ps` and `crictl ps` show.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The container of cgroup path `path` (as `/proc/PID/cgroup` shows it):
+/// - docker: `.../docker-<id>.scope` (systemd driver), `/docker/<id>`;
+/// - containerd: `.../cri-containerd-<id>.scope`;
+/// - CRI-O: `.../crio-<id>.scope` (not its `crio-conmon-` monitor);
+/// - podman: `.../libpod-<id>.scope`;
+/// - Kubernetes: a `kubepods...pod<uid>.slice` (systemd, uid with `_`) or
+///   `/kubepods/<qos>/pod<uid>/<id>` (cgroupfs) ancestor gives the pod uid.
+///
+/// `None` when no container id is found.
+pub fn container_of(path: &str) -> Option<Container> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let pod_uid = segs.iter().find_map(|s| {
+        let s = s.strip_suffix(".slice").unwrap_or(s);
+        if !path.contains("kubepods") {
+            return None;
+        }
+        let uid = s
+            .rsplit_once("-pod")
+            .map(|(_, u)| u)
+            .or_else(|| s.strip_prefix("pod"))?;
+        let uid = uid.replace('_', "-");
+        (uid.len() >= 32 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(uid)
+    });
+    for (i, seg) in segs.iter().enumerate().rev() {
+        let s = seg.strip_suffix(".scope").unwrap_or(seg);
+        let prefixed = [
+            ("docker-", "docker"),
+            ("cri-containerd-", "containerd"),
+            ("crio-", "cri-o"),
+            ("libpod-", "podman"),
+        ]
+        .iter()
+        .find_map(|(p, rt)| Some((s.strip_prefix(p)?, *rt)));
+        if let Some((id, runtime)) = prefixed {
+            if is_id(id) {
+                return Some(Container {
+                    id: id.to_owned(),
+                    runtime,
+                    pod_uid,
+                });
+            }
+        }
+        if is_id(s) && i > 0 {
+            let runtime = match segs[i - 1] {
+                "docker" => "docker",
+                _ if pod_uid.is_some() => "unknown",
+                _ => continue,
+            };
+            return Some(Container {
+                id: s.to_owned(),
+                runtime,
+                pod_uid,
+            });
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ID: &str = "4f9c2b7d1e3a5c6b8d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
+
+    #[test]
+    fn container_ids_of_the_usual_runtimes() {
+        let c = container_of(&format!("/system.slice/docker-{ID}.scope")).unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.runtime, &c.pod_uid),
+            (ID, "docker", &None)
+        );
+        assert_eq!(c.short_id(), "4f9c2b7d1e3a");
+        let c = container_of(&format!("/docker/{ID}")).unwrap();
+        assert_eq!((c.id.as_str(), c.runtime), (ID, "docker"));
+        let k8s = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_4a1b_9c2d_3e4f5a6b7c8d.slice/cri-containerd-{ID}.scope"
+        );
+        let c = container_of(&k8s).unwrap();
+        assert_eq!(c.runtime, "containerd");
+        assert_eq!(c.id, ID);
+        assert_eq!(
+            c.pod_uid.as_deref(),
+            Some("1b2c3d4e-5f60-4a1b-9c2d-3e4f5a6b7c8d")
+        );
+        let crio = format!("/kubepods.slice/kubepods-pod1b2c3d4e_5f60_4a1b_9c2d_3e4f5a6b7c8d.slice/crio-{ID}.scope");
+        let c = container_of(&crio).unwrap();
+        assert_eq!((c.runtime, c.pod_uid.is_some()), ("cri-o", true));
+        let cgroupfs = format!("/kubepods/besteffort/pod1b2c3d4e-5f60-4a1b-9c2d-3e4f5a6b7c8d/{ID}");
+        let c = container_of(&cgroupfs).unwrap();
+        assert_eq!(c.runtime, "unknown");
+        assert_eq!(
+            c.pod_uid.as_deref(),
+            Some("1b2c3d4e-5f60-4a1b-9c2d-3e4f5a6b7c8d")
+        );
+        let podman = format!(
+            "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+        );
+        assert_eq!(container_of(&podman).unwrap().runtime, "podman");
+    }
+
+    #[test]
+    fn no_container() {
+        for p in [
+            "/",
+            "/system.slice/ssh.service",
+            "/user.slice/user-0.slice/session-3.scope",
+            "/system.slice/docker.service",
+            "/kubepods.slice/kubepods-burstable.slice",
+            "/system.slice/docker-notanid.scope",
+            &format!("/system.slice/crio-conmon-{ID}.scope"),
+            "/app/0123456789abcdef",
+        ] {
+            assert_eq!(container_of(p), None, "{p}");
+        }
+    }
 
     const HYBRID: &str = "\
 35 24 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755

@@ -107,6 +107,14 @@ pub struct Filters {
     /// Only sockets of processes in this cgroup v2 (path under /sys/fs/cgroup, or absolute)
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
+    /// Only sockets in this network namespace: its inode number, or a file
+    /// naming it (/proc/PID/ns/net, /run/netns/NAME, or NAME as `ip netns` has it)
+    #[arg(long, value_name = "PATH|INODE", value_parser = netns_arg)]
+    pub netns: Option<u32>,
+}
+
+fn netns_arg(s: &str) -> Result<u32, String> {
+    crate::netns::resolve(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args, Clone)]

@@ -45,12 +45,15 @@ impl Origins for NoOrigins {
     }
 }
 
-pub type Tuple = (SocketAddr, SocketAddr);
+/// (network namespace inode, local, remote): the 4-tuple alone is
+/// ambiguous, two namespaces can hold the very same one.
+pub type Tuple = (u32, SocketAddr, SocketAddr);
 
 /// What tracing knows about sockets in CLOSE_WAIT.
 #[derive(Debug, Default)]
 pub struct Known {
-    /// (local, remote) -> monotonic CLOSE_WAIT entry time.
+    /// (netns, local, remote) -> monotonic CLOSE_WAIT entry time. netns 0
+    /// (events without BTF) matches a socket of any namespace.
     pub entered: HashMap<Tuple, u64>,
     /// Sockets already in CLOSE_WAIT when the tracer attached.
     pub preexisting: HashSet<Tuple>,
@@ -75,7 +78,12 @@ pub struct Findings {
 }
 
 pub fn tuple(s: &TcpSocket) -> Tuple {
-    (addr::normalize(s.local), addr::normalize(s.remote))
+    (s.netns, addr::normalize(s.local), addr::normalize(s.remote))
+}
+
+/// Does a socket of namespace `netns` pass `--netns`?
+pub fn netns_kept(f: &Filters, netns: u32) -> bool {
+    f.netns.is_none_or(|n| n == netns)
 }
 
 /// Is `pid` in cgroup `want` (a path as `cgroup::resolve` returns it) or
@@ -95,11 +103,14 @@ pub fn ports_kept(f: &Filters, local: SocketAddr, remote: SocketAddr) -> bool {
         && (f.dports.is_empty() || f.dports.contains(&remote.port()))
 }
 
-fn listener_for(table: &[TcpSocket], local: SocketAddr) -> Option<&TcpSocket> {
+/// The listener of `local` in namespace `netns`.
+fn listener_for(table: &[TcpSocket], netns: u32, local: SocketAddr) -> Option<&TcpSocket> {
     let ip = addr::unmap(local.ip());
     table
         .iter()
-        .filter(|l| l.state == tcp_state::LISTEN && l.local.port() == local.port())
+        .filter(|l| {
+            l.state == tcp_state::LISTEN && l.netns == netns && l.local.port() == local.port()
+        })
         .find(|l| {
             let lip = addr::unmap(l.local.ip());
             lip == ip || lip.is_unspecified()
@@ -165,9 +176,10 @@ fn peer_key(origin_kind: &str, remote: SocketAddr) -> String {
 /// is on this host, the peer's listener: a peer that still listens is not
 /// gone (seed 001: the server closed idle keep-alive connections and lives
 /// on).
-fn live_to_peer(table: &[TcpSocket], origin_kind: &str, remote: SocketAddr) -> usize {
+fn live_to_peer(table: &[TcpSocket], netns: u32, origin_kind: &str, remote: SocketAddr) -> usize {
     table
         .iter()
+        .filter(|s| s.netns == netns)
         .filter(|s| {
             if s.state == tcp_state::LISTEN {
                 origin_kind != "accept" && listens_on(s, remote)
@@ -209,12 +221,13 @@ pub fn investigate(
         .iter()
         .filter(|s| s.state == tcp_state::CLOSE_WAIT)
         .filter(|s| ports_kept(opts.filters, s.local, s.remote))
+        .filter(|s| netns_kept(opts.filters, s.netns))
         .collect();
     let mut inodes: HashSet<u64> = cw.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
     let listeners: Vec<&TcpSocket> = cw
         .iter()
         .filter(|s| s.inode == 0)
-        .filter_map(|s| listener_for(table, s.local))
+        .filter_map(|s| listener_for(table, s.netns, s.local))
         .collect();
     inodes.extend(listeners.iter().map(|l| l.inode).filter(|&i| i != 0));
     let holders = sockets::socket_holders(&inodes);
@@ -226,8 +239,8 @@ pub fn investigate(
     let mut group_pids: BTreeMap<usize, Option<u32>> = BTreeMap::new();
     for s in cw {
         let t = tuple(s);
-        let (local, remote) = t;
-        let local_listener = listener_for(table, s.local);
+        let (_, local, remote) = t;
+        let local_listener = listener_for(table, s.netns, s.local);
         // Only a socket never accepted is reported with its listener.
         let listener = local_listener.filter(|_| s.inode == 0);
         let sock_holders = holders.get(&s.inode).unwrap_or(&no_holders);
@@ -245,7 +258,11 @@ pub fn investigate(
         }
         close_wait_now += 1;
         let estimated_ms = s.last_ack_recv_ms.map(u64::from);
-        let (age_ms, since_attach, age_estimated) = if let Some(&e) = known.entered.get(&t) {
+        let (age_ms, since_attach, age_estimated) = if let Some(&e) = known
+            .entered
+            .get(&t)
+            .or_else(|| known.entered.get(&(0, local, remote)))
+        {
             (known.now_ns.saturating_sub(e) / 1_000_000, false, false)
         } else if known.preexisting.contains(&t) {
             let attached = known
@@ -276,7 +293,7 @@ pub fn investigate(
             eof_unread: s.eof_unread(),
             creator_let_go: created.as_ref().is_some_and(|c| !c.creator_holds),
             holders: sock_holders.len(),
-            peer_live_connections: Some(live_to_peer(table, origin_kind, remote)),
+            peer_live_connections: Some(live_to_peer(table, s.netns, origin_kind, remote)),
         };
         let d = diagnosis::diagnose(&evidence);
         let (stack, stack_note, kernel_stack) = match &created {
@@ -328,9 +345,15 @@ pub fn investigate(
             .map(|c| c.pid)
             .or_else(|| owners.first().map(|h| h.pid));
         group_pids.insert(stuck.len(), group_pid);
+        let container = owners
+            .first()
+            .and_then(|h| sockets::process_info(h.pid))
+            .and_then(|i| crate::cgroup::container_of(&i.cgroup));
         stuck.push(StuckOut {
             local: local.to_string(),
             remote: remote.to_string(),
+            netns: s.netns,
+            container,
             age_ms,
             since_attach,
             age_estimated,
@@ -384,7 +407,7 @@ fn name_sockets(summary: &mut threads::ThreadSummary, table: &[TcpSocket]) {
         .iter()
         .filter(|s| s.inode != 0)
         .map(|s| {
-            let (l, r) = tuple(s);
+            let (_, l, r) = tuple(s);
             let conn = if s.state == tcp_state::LISTEN {
                 format!("{l} LISTEN")
             } else {
@@ -591,6 +614,7 @@ mod tests {
             uid: 0,
             last_data_recv_ms: None,
             last_ack_recv_ms: None,
+            netns: 0,
         };
         let table = [
             sock(
@@ -736,7 +760,39 @@ mod tests {
             uid: 0,
             last_data_recv_ms: None,
             last_ack_recv_ms: None,
+            netns: 0,
         }
+    }
+
+    #[test]
+    fn listeners_and_peers_are_looked_up_in_the_socket_namespace() {
+        let in_ns = |netns, inode, l: &str, r: &str, state| TcpSocket {
+            netns,
+            inode,
+            ..sock(l, r, state)
+        };
+        let table = [
+            in_ns(11, 100, "0.0.0.0:9099", "0.0.0.0:0", tcp_state::LISTEN),
+            in_ns(12, 200, "127.0.0.1:9099", "0.0.0.0:0", tcp_state::LISTEN),
+            in_ns(
+                12,
+                201,
+                "127.0.0.1:45123",
+                "127.0.0.1:9099",
+                tcp_state::ESTABLISHED,
+            ),
+        ];
+        let local = "127.0.0.1:9099".parse().unwrap();
+        assert_eq!(listener_for(&table, 11, local).map(|l| l.inode), Some(100));
+        assert_eq!(listener_for(&table, 12, local).map(|l| l.inode), Some(200));
+        assert!(listener_for(&table, 13, local).is_none());
+        let server: SocketAddr = "127.0.0.1:9099".parse().unwrap();
+        // Namespace 12 has a live connection and a listener for the peer, 11 none of its own.
+        assert_eq!(live_to_peer(&table, 12, "connect", server), 2);
+        assert_eq!(live_to_peer(&table, 11, "connect", server), 1);
+        assert_eq!(live_to_peer(&table, 13, "connect", server), 0);
+        let t = tuple(&table[2]);
+        assert_eq!(t.0, 12);
     }
 
     #[test]
@@ -744,27 +800,27 @@ mod tests {
         let server: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let leaked = sock("127.0.0.1:50000", "127.0.0.1:8080", tcp_state::CLOSE_WAIT);
         assert_eq!(
-            live_to_peer(std::slice::from_ref(&leaked), "connect", server),
+            live_to_peer(std::slice::from_ref(&leaked), 0, "connect", server),
             0
         );
         for l in ["127.0.0.1:8080", "0.0.0.0:8080", "[::]:8080"] {
             let table = [leaked.clone(), sock(l, "0.0.0.0:0", tcp_state::LISTEN)];
-            assert_eq!(live_to_peer(&table, "connect", server), 1, "{l}");
+            assert_eq!(live_to_peer(&table, 0, "connect", server), 1, "{l}");
         }
         // Another port, or a wildcard listener for a peer on another host,
         // is not that peer.
         let other = [sock("127.0.0.1:8081", "0.0.0.0:0", tcp_state::LISTEN)];
-        assert_eq!(live_to_peer(&other, "connect", server), 0);
+        assert_eq!(live_to_peer(&other, 0, "connect", server), 0);
         let remote: SocketAddr = "10.1.6.104:8080".parse().unwrap();
         let wildcard = [sock("0.0.0.0:8080", "0.0.0.0:0", tcp_state::LISTEN)];
-        assert_eq!(live_to_peer(&wildcard, "connect", remote), 0);
+        assert_eq!(live_to_peer(&wildcard, 0, "connect", remote), 0);
         // An accepted socket's peer is a client: our listener says nothing.
-        assert_eq!(live_to_peer(&wildcard, "accept", server), 0);
+        assert_eq!(live_to_peer(&wildcard, 0, "accept", server), 0);
         let est = [sock(
             "127.0.0.1:50001",
             "127.0.0.1:8080",
             tcp_state::ESTABLISHED,
         )];
-        assert_eq!(live_to_peer(&est, "connect", server), 1);
+        assert_eq!(live_to_peer(&est, 0, "connect", server), 1);
     }
 }

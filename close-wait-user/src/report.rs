@@ -68,6 +68,11 @@ pub struct ListenerOut {
 pub struct StuckOut {
     pub local: String,
     pub remote: String,
+    /// Inode of the network namespace the socket lives in.
+    pub netns: u32,
+    /// The container of the holder (of the listener, for a socket never
+    /// accepted), from its cgroup path; null outside containers.
+    pub container: Option<crate::cgroup::Container>,
     pub age_ms: u64,
     /// True when it was already in CLOSE_WAIT when the tracer attached
     /// (`age_ms` is then a lower bound).
@@ -227,6 +232,19 @@ pub fn socket_notes(s: &StuckOut) -> Vec<String> {
     notes
 }
 
+/// Where a stuck socket lives: `netns 4026532301  container docker
+/// 4f9c2b7d1e3a pod 1b2c...` (the container part only when there is one).
+pub fn place_text(s: &StuckOut) -> String {
+    let mut t = format!("netns {}", s.netns);
+    if let Some(c) = &s.container {
+        let _ = write!(t, "  container {} {}", c.runtime, c.short_id());
+        if let Some(p) = &c.pod_uid {
+            let _ = write!(t, " pod {p}");
+        }
+    }
+    t
+}
+
 /// One stuck socket, then its notes that are not already the group's.
 fn render_socket(out: &mut String, s: &StuckOut, folded: &[String]) {
     let age = if s.since_attach {
@@ -244,6 +262,7 @@ fn render_socket(out: &mut String, s: &StuckOut, folded: &[String]) {
         s.diagnosis,
         holders_text(&s.holders)
     );
+    let _ = writeln!(out, "    {}", place_text(s));
     for n in socket_notes(s).into_iter().filter(|n| !folded.contains(n)) {
         let _ = writeln!(out, "    {n}");
     }

@@ -51,6 +51,9 @@ pub struct TcpSocket {
     pub last_data_recv_ms: Option<u32>,
     /// Milliseconds since an ACK was last received (sock_diag only).
     pub last_ack_recv_ms: Option<u32>,
+    /// Inode of the network namespace the socket lives in (0: unknown).
+    /// The same 4-tuple can exist in two namespaces.
+    pub netns: u32,
 }
 
 impl TcpSocket {
@@ -119,9 +122,82 @@ pub enum SocketsError {
     },
 }
 
-/// Lists TCP sockets (IPv4 and IPv6) whose state is in `states`; an empty
-/// slice means every state. Uses sock_diag, falls back to /proc/net/tcp{,6}.
+/// Lists TCP sockets (IPv4 and IPv6) whose state is in `states` (an empty
+/// slice means every state) in every network namespace of the host, each
+/// tagged with its namespace's inode. Our own namespace failing is an
+/// error; another one that cannot be read is skipped (logged).
 pub fn list_tcp(states: &[u8]) -> Result<Vec<TcpSocket>, SocketsError> {
+    let here = crate::netns::current().unwrap_or(0);
+    let mut out = list_tcp_here(states)?;
+    tag(&mut out, here);
+    let others: Vec<crate::netns::Netns> = crate::netns::list()
+        .into_iter()
+        .filter(|n| n.inode != here)
+        .collect();
+    if !others.is_empty() {
+        out.extend(list_tcp_in(others, states));
+    }
+    Ok(out)
+}
+
+fn tag(socks: &mut [TcpSocket], netns: u32) {
+    for s in socks {
+        s.netns = netns;
+    }
+}
+
+/// The sockets of other namespaces, read from one helper thread that
+/// enters each in turn (setns changes only that thread's namespace) and
+/// dumps it with sock_diag; when entering fails, the namespace's
+/// `/proc/PID/net/tcp{,6}` of a process inside it is read instead.
+pub fn list_tcp_in(namespaces: Vec<crate::netns::Netns>, states: &[u8]) -> Vec<TcpSocket> {
+    let states = states.to_vec();
+    let worker = std::thread::Builder::new()
+        .name("netns-dump".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            for ns in &namespaces {
+                let got = match crate::netns::enter(&ns.path) {
+                    Ok(()) => list_tcp_here(&states),
+                    Err(e) => match ns.pid {
+                        Some(pid) => {
+                            log::debug!(
+                                "setns {}: {e}; reading /proc/{pid}/net",
+                                ns.path.display()
+                            );
+                            list_tcp_proc_at(
+                                &Path::new("/proc").join(pid.to_string()).join("net"),
+                                &states,
+                            )
+                        }
+                        None => Err(SocketsError::ProcRead {
+                            path: ns.path.clone(),
+                            source: e,
+                        }),
+                    },
+                };
+                match got {
+                    Ok(mut v) => {
+                        tag(&mut v, ns.inode);
+                        out.extend(v);
+                    }
+                    Err(e) => log::debug!("network namespace {} skipped: {e}", ns.inode),
+                }
+            }
+            out
+        });
+    match worker.map(|h| h.join()) {
+        Ok(Ok(v)) => v,
+        _ => {
+            log::warn!("the socket tables of other network namespaces could not be read");
+            Vec::new()
+        }
+    }
+}
+
+/// Lists the TCP sockets of the calling thread's network namespace only,
+/// untagged (netns 0). Uses sock_diag, falls back to /proc/net/tcp{,6}.
+pub fn list_tcp_here(states: &[u8]) -> Result<Vec<TcpSocket>, SocketsError> {
     match list_tcp_diag(states) {
         Ok(v) => Ok(v),
         Err(netlink) => {
@@ -333,6 +409,7 @@ fn parse_diag_msg(p: &[u8], base: usize) -> Result<Option<TcpSocket>, SocketsErr
         inode: u64::from(u32_at(68)),
         last_data_recv_ms: None,
         last_ack_recv_ms: None,
+        netns: 0,
     };
 
     let mut off = align4(INET_DIAG_MSG_LEN);
@@ -493,18 +570,21 @@ fn diag_dump(sock: &OwnedFd, req: &[u8], out: &mut Vec<TcpSocket>) -> Result<(),
 /// Lists TCP sockets from /proc/net/tcp and /proc/net/tcp6 (no `tcp_info`;
 /// a listener's backlog limit is not shown there, so its `tx_queue` is 0).
 pub fn list_tcp_proc(states: &[u8]) -> Result<Vec<TcpSocket>, SocketsError> {
+    // thread-self: the namespace of this thread (it may have entered one).
+    list_tcp_proc_at(Path::new("/proc/thread-self/net"), states)
+}
+
+/// [`list_tcp_proc`] from `dir`/tcp and `dir`/tcp6 (e.g. `/proc/PID/net`,
+/// which shows the namespace of process PID).
+pub fn list_tcp_proc_at(dir: &Path, states: &[u8]) -> Result<Vec<TcpSocket>, SocketsError> {
     let mut out = Vec::new();
-    for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let text = match fs::read_to_string(path) {
+    for (name, v6) in [("tcp", false), ("tcp6", true)] {
+        let path = dir.join(name);
+        let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             // A kernel without IPv6 has no tcp6 file: that is not an error.
             Err(e) if v6 && e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(SocketsError::ProcRead {
-                    path: PathBuf::from(path),
-                    source,
-                })
-            }
+            Err(source) => return Err(SocketsError::ProcRead { path, source }),
         };
         out.extend(
             parse_proc_net_tcp(&text, v6)?
@@ -561,6 +641,7 @@ pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Result<Vec<TcpSocket>, Socket
             uid,
             last_data_recv_ms: None,
             last_ack_recv_ms: None,
+            netns: 0,
         });
     }
     Ok(out)
@@ -894,6 +975,7 @@ mod tests {
                 uid: 1000,
                 last_data_recv_ms: Some(1500),
                 last_ack_recv_ms: Some(1400),
+                netns: 0,
             }]
         );
         assert_eq!(out[0].unread_data_bytes(), Some(18));
@@ -1129,6 +1211,7 @@ mod tests {
                 uid: 0,
                 last_data_recv_ms: None,
                 last_ack_recv_ms: None,
+                netns: 0,
             }
         );
         assert_eq!(v[4].unread_data_bytes(), Some(18));

@@ -16,6 +16,12 @@ pub enum FormatError {
     NoTracefs(String),
     #[error("tracefs is mounted at {path} but this process cannot read it ({why}): run as root, or add CAP_DAC_READ_SEARCH to CAP_BPF + CAP_PERFMON")]
     NotReadable { path: PathBuf, why: String },
+    #[error("tracefs is not mounted here (looked in {looked}): this process runs in network namespace {here} ({name}), as under `ip netns exec`, which remounts /sys and hides tracefs; close-wait sees every namespace from the host: run it there (with --netns {here} to keep only this one), or enter only the network namespace: nsenter --net={name} close-wait ...")]
+    NoTracefsInNetns {
+        looked: String,
+        here: u32,
+        name: String,
+    },
     #[error("tracepoint {0} is missing from this kernel ({1} not found)")]
     MissingTracepoint(String, PathBuf),
     #[error("cannot read {path}")]
@@ -163,7 +169,26 @@ pub fn find_tracefs() -> Result<PathBuf, FormatError> {
             why,
         });
     }
-    Err(FormatError::NoTracefs(candidates.join(", ")))
+    let looked = candidates.join(", ");
+    // In a namespace bound under /run/netns (`ip netns exec`), or in one
+    // that is not pid 1's, when pid 1's can be read.
+    let Some(here) = crate::netns::current() else {
+        return Err(FormatError::NoTracefs(looked));
+    };
+    let named = crate::netns::list_in(Path::new("/nonexistent"), Path::new("/run/netns"))
+        .into_iter()
+        .find(|n| n.inode == here)
+        .map(|n| n.path.display().to_string());
+    let host = crate::netns::inode_of(Path::new("/proc/1/ns/net"));
+    match (named, host) {
+        (Some(name), _) => Err(FormatError::NoTracefsInNetns { looked, here, name }),
+        (None, Some(host)) if host != here => Err(FormatError::NoTracefsInNetns {
+            looked,
+            here,
+            name: format!("/proc/{}/ns/net", std::process::id()),
+        }),
+        _ => Err(FormatError::NoTracefs(looked)),
+    }
 }
 
 /// Reads the format of `category/name` under `tracefs`.

@@ -196,7 +196,9 @@ impl State {
     /// applied the port filters to sockets it saw entering).
     fn keep(&self, ep: &Episode) -> bool {
         let f = &self.args.filters;
-        if !investigate::ports_kept(f, ep.local, ep.remote) {
+        if !investigate::ports_kept(f, ep.local, ep.remote)
+            || (ep.netns != 0 && !investigate::netns_kept(f, ep.netns))
+        {
             return false;
         }
         if f.pids.is_empty() && f.cgroup.is_none() {
@@ -349,6 +351,7 @@ impl State {
                 .map(|s| {
                     (
                         (
+                            s.netns,
                             crate::addr::normalize(s.local),
                             crate::addr::normalize(s.remote),
                         ),
@@ -561,7 +564,10 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| s.state == close_wait_common::tcp_state::CLOSE_WAIT)
         .map(investigate::tuple)
-        .filter(|(l, r)| investigate::ports_kept(&args.filters, *l, *r))
+        .filter(|(n, l, r)| {
+            investigate::ports_kept(&args.filters, *l, *r)
+                && investigate::netns_kept(&args.filters, *n)
+        })
         .collect();
     let listen_ports = listening_ports(&at_start);
     let opts = loader::LoadOptions {
