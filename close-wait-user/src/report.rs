@@ -446,6 +446,8 @@ pub(crate) mod tests_support {
         StuckOut {
             local: local.into(),
             remote: "127.0.0.1:23006".into(),
+            netns: 4026531840,
+            container: None,
             age_ms: 5000,
             since_attach: false,
             age_estimated: false,
