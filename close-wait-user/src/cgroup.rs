@@ -77,13 +77,13 @@ pub fn contains(want: &Path, have: &str) -> bool {
 }
 
 /// The container a process runs in, read from its cgroup v2 path.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Container {
     /// Full container id (hex), as the runtime names it.
     pub id: String,
     /// `docker`, `containerd`, `cri-o`, `podman`, or `unknown` (an id
     /// under a Kubernetes pod with the cgroupfs driver, runtime unnamed).
-    pub runtime: &'static str,
+    pub runtime: std::borrow::Cow<'static, str>,
     /// The Kubernetes pod uid (with dashes), when under a kubepods slice.
     pub pod_uid: Option<String>,
 }
@@ -136,7 +136,7 @@ pub fn container_of(path: &str) -> Option<Container> {
             if is_id(id) {
                 return Some(Container {
                     id: id.to_owned(),
-                    runtime,
+                    runtime: runtime.into(),
                     pod_uid,
                 });
             }
@@ -149,7 +149,7 @@ pub fn container_of(path: &str) -> Option<Container> {
             };
             return Some(Container {
                 id: s.to_owned(),
-                runtime,
+                runtime: runtime.into(),
                 pod_uid,
             });
         }
@@ -167,12 +167,12 @@ mod tests {
     fn container_ids_of_the_usual_runtimes() {
         let c = container_of(&format!("/system.slice/docker-{ID}.scope")).unwrap();
         assert_eq!(
-            (c.id.as_str(), c.runtime, &c.pod_uid),
+            (c.id.as_str(), c.runtime.as_ref(), &c.pod_uid),
             (ID, "docker", &None)
         );
         assert_eq!(c.short_id(), "4f9c2b7d1e3a");
         let c = container_of(&format!("/docker/{ID}")).unwrap();
-        assert_eq!((c.id.as_str(), c.runtime), (ID, "docker"));
+        assert_eq!((c.id.as_str(), c.runtime.as_ref()), (ID, "docker"));
         let k8s = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_4a1b_9c2d_3e4f5a6b7c8d.slice/cri-containerd-{ID}.scope"
         );
@@ -185,7 +185,7 @@ mod tests {
         );
         let crio = format!("/kubepods.slice/kubepods-pod1b2c3d4e_5f60_4a1b_9c2d_3e4f5a6b7c8d.slice/crio-{ID}.scope");
         let c = container_of(&crio).unwrap();
-        assert_eq!((c.runtime, c.pod_uid.is_some()), ("cri-o", true));
+        assert_eq!((c.runtime.as_ref(), c.pod_uid.is_some()), ("cri-o", true));
         let cgroupfs = format!("/kubepods/besteffort/pod1b2c3d4e-5f60-4a1b-9c2d-3e4f5a6b7c8d/{ID}");
         let c = container_of(&cgroupfs).unwrap();
         assert_eq!(c.runtime, "unknown");

@@ -1,8 +1,8 @@
 //! Why a socket is stuck, drawn only from what was measured. Pure.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Diagnosis {
     /// Entered CLOSE_WAIT while still in the listener's accept queue.

@@ -61,6 +61,26 @@ pub struct Record {
     pub netns: u32,
 }
 
+/// The kernel's name of a TCP state number.
+pub fn state_name(s: u8) -> &'static str {
+    use close_wait_common::tcp_state::*;
+    match s {
+        ESTABLISHED => "ESTABLISHED",
+        SYN_SENT => "SYN_SENT",
+        SYN_RECV => "SYN_RECV",
+        FIN_WAIT1 => "FIN_WAIT1",
+        FIN_WAIT2 => "FIN_WAIT2",
+        TIME_WAIT => "TIME_WAIT",
+        CLOSE => "CLOSE",
+        CLOSE_WAIT => "CLOSE_WAIT",
+        LAST_ACK => "LAST_ACK",
+        LISTEN => "LISTEN",
+        CLOSING => "CLOSING",
+        NEW_SYN_RECV => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
 /// Turns a NUL-padded comm into a string.
 pub fn comm_str(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());

@@ -3,7 +3,7 @@
 //! ones, what the owning threads do, and a diagnosis per group.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     path::Path,
     time::Duration,
@@ -16,7 +16,7 @@ use crate::{
     cli::Filters,
     diagnosis::{self, Diagnosis, Evidence},
     events::comm_str,
-    report::{GroupOut, ListenerOut, LocalPorts, StuckOut, TaskRef},
+    model::{Listener, LocalPorts, Origin, Peer, StuckGroup, StuckSocket, Task},
     sockets::{self, Holder, TcpSocket},
     stacks::{self, Symbolizer},
     threads,
@@ -69,8 +69,8 @@ pub struct Options<'a> {
 }
 
 pub struct Findings {
-    pub stuck: Vec<StuckOut>,
-    pub groups: Vec<GroupOut>,
+    pub stuck: Vec<StuckSocket>,
+    pub groups: Vec<StuckGroup>,
     /// Sockets in CLOSE_WAIT now that pass the filters.
     pub close_wait_now: u64,
     /// Ages (us) of every socket in CLOSE_WAIT now, for the "open" histogram.
@@ -163,26 +163,17 @@ fn find_creator(holders: &[Holder], origins: &dyn Origins) -> Option<Created> {
     None
 }
 
-fn peer_key(origin_kind: &str, remote: SocketAddr) -> String {
-    if origin_kind == "accept" {
-        remote.ip().to_string()
-    } else {
-        remote.to_string()
-    }
-}
-
 /// Established connections to the peer (by IP for accepted sockets, by
 /// IP and port for connected ones), plus, for a connected socket whose peer
 /// is on this host, the peer's listener: a peer that still listens is not
-/// gone (seed 001: the server closed idle keep-alive connections and lives
-/// on).
-fn live_to_peer(table: &[TcpSocket], netns: u32, origin_kind: &str, remote: SocketAddr) -> usize {
+/// gone (a server that closes idle keep-alive connections lives on).
+fn live_to_peer(table: &[TcpSocket], netns: u32, origin: Origin, remote: SocketAddr) -> usize {
     table
         .iter()
         .filter(|s| s.netns == netns)
         .filter(|s| {
             if s.state == tcp_state::LISTEN {
-                origin_kind != "accept" && listens_on(s, remote)
+                origin != Origin::Accept && listens_on(s, remote)
             } else {
                 s.state == tcp_state::ESTABLISHED
             }
@@ -191,7 +182,7 @@ fn live_to_peer(table: &[TcpSocket], netns: u32, origin_kind: &str, remote: Sock
             let r = addr::normalize(s.remote);
             if s.state == tcp_state::LISTEN {
                 true
-            } else if origin_kind == "accept" {
+            } else if origin == Origin::Accept {
                 r.ip() == remote.ip()
             } else {
                 r == remote
@@ -236,7 +227,6 @@ pub fn investigate(
     let mut stuck = Vec::new();
     let mut open_ages_us = Vec::new();
     let mut close_wait_now = 0;
-    let mut group_pids: BTreeMap<usize, Option<u32>> = BTreeMap::new();
     for s in cw {
         let t = tuple(s);
         let (_, local, remote) = t;
@@ -281,10 +271,10 @@ pub fn investigate(
         // Untraced descriptors: a listener on the local port means the
         // socket was accepted; otherwise nothing is claimed.
         let origin_kind = match &created {
-            Some(c) if c.origin.kind == origin::ACCEPT => "accept",
-            Some(c) if c.origin.kind == origin::CONNECT => "connect",
-            _ if s.inode == 0 || local_listener.is_some() => "accept",
-            _ => "unknown",
+            Some(c) if c.origin.kind == origin::ACCEPT => Origin::Accept,
+            Some(c) if c.origin.kind == origin::CONNECT => Origin::Connect,
+            _ if s.inode == 0 || local_listener.is_some() => Origin::Accept,
+            _ => Origin::Unknown,
         };
         let unread = u64::from(s.unread_data_bytes().unwrap_or(0));
         let evidence = Evidence {
@@ -340,18 +330,13 @@ pub fn investigate(
                 Vec::new(),
             ),
         };
-        let group_pid = created
-            .as_ref()
-            .map(|c| c.pid)
-            .or_else(|| owners.first().map(|h| h.pid));
-        group_pids.insert(stuck.len(), group_pid);
         let container = owners
             .first()
             .and_then(|h| sockets::process_info(h.pid))
             .and_then(|i| crate::cgroup::container_of(&i.cgroup));
-        stuck.push(StuckOut {
-            local: local.to_string(),
-            remote: remote.to_string(),
+        stuck.push(StuckSocket {
+            local,
+            remote,
             netns: s.netns,
             container,
             age_ms,
@@ -361,8 +346,8 @@ pub fn investigate(
             eof_unread: s.eof_unread(),
             inode: s.inode,
             holders: sock_holders.clone(),
-            origin: origin_kind.to_string(),
-            origin_task: created.as_ref().map(|c| TaskRef {
+            origin: origin_kind,
+            origin_task: created.as_ref().map(|c| Task {
                 pid: c.pid,
                 tid: c.origin.tid,
                 comm: comm_str(&c.origin.comm),
@@ -370,18 +355,18 @@ pub fn investigate(
             stack,
             stack_note,
             kernel_stack,
-            listener: listener.map(|l| ListenerOut {
-                local: addr::normalize(l.local).to_string(),
+            listener: listener.map(|l| Listener {
+                local: addr::normalize(l.local),
                 holders: listener_holders.clone(),
                 accept_queue: l.rx_queue,
                 backlog: l.tx_queue,
             }),
-            diagnosis: d.as_str().to_string(),
+            diagnosis: d,
             evidence: diagnosis::explain(d, &evidence),
             group: 0,
         });
     }
-    let groups = group(&mut stuck, &group_pids, table);
+    let groups = group(&mut stuck, table);
     Findings {
         stuck,
         groups,
@@ -390,47 +375,36 @@ pub fn investigate(
     }
 }
 
-fn state_text(state: u8) -> &'static str {
-    match state {
-        tcp_state::ESTABLISHED => "ESTABLISHED",
-        tcp_state::CLOSE_WAIT => "CLOSE_WAIT",
-        tcp_state::LISTEN => "LISTEN",
-        _ => "",
-    }
+/// The connection behind socket `inode` in `table`, e.g.
+/// `127.0.0.1:41000 -> 10.0.0.7:80 ESTABLISHED`: a thread blocked on it is
+/// then named with the upstream it waits for.
+fn connection_of(table: &[TcpSocket], inode: u64) -> Option<threads::Connection> {
+    table
+        .iter()
+        .find(|s| s.inode == inode && inode != 0)
+        .map(|s| {
+            let (_, local, remote) = tuple(s);
+            threads::Connection {
+                local,
+                remote,
+                state: s.state,
+            }
+        })
 }
 
-/// Threads blocked on a socket: say which connection it is, e.g.
-/// `socket:[88] (127.0.0.1:41000 -> 10.0.0.7:80 ESTABLISHED)`, so a slow
-/// upstream is named (seed 000: the one thread waits on its upstream).
-fn name_sockets(summary: &mut threads::ThreadSummary, table: &[TcpSocket]) {
-    let names: HashMap<u64, String> = table
-        .iter()
-        .filter(|s| s.inode != 0)
-        .map(|s| {
-            let (_, l, r) = tuple(s);
-            let conn = if s.state == tcp_state::LISTEN {
-                format!("{l} LISTEN")
-            } else {
-                format!("{l} -> {r} {}", state_text(s.state))
-            };
-            (s.inode, conn)
+/// The process a stuck socket is reported under: the creator when traced,
+/// else its first holder, else (never accepted) the listener's first holder.
+fn owner(s: &StuckSocket) -> Option<(u32, &str)> {
+    s.origin_task
+        .as_ref()
+        .map(|t| (t.pid, t.comm.as_str()))
+        .or_else(|| s.holders.first().map(|h| (h.pid, h.comm.as_str())))
+        .or_else(|| {
+            s.listener
+                .as_ref()
+                .and_then(|l| l.holders.first())
+                .map(|h| (h.pid, h.comm.as_str()))
         })
-        .collect();
-    let mut renamed: HashMap<String, String> = HashMap::new();
-    for g in &mut summary.groups {
-        let Some(target) = g.fd_target.as_mut() else {
-            continue;
-        };
-        let Some(name) = sockets::parse_socket_link(target).and_then(|i| names.get(&i)) else {
-            continue;
-        };
-        let named = format!("{target} ({name})");
-        renamed.insert(target.clone(), named.clone());
-        *target = named;
-    }
-    for (old, new) in renamed {
-        summary.text = summary.text.replace(&old, &new);
-    }
 }
 
 /// The functions of a stack, without offsets or lines: one call path may
@@ -469,40 +443,39 @@ fn local_port_range() -> Option<(u16, u16)> {
 /// Local ports from the ephemeral range that the connected sockets of a
 /// group hold toward their peer (a local port can be reused toward another
 /// peer, so the range is what is left toward this one).
-fn ports_held(members: &[&StuckOut], peer: &str, range: Option<(u16, u16)>) -> Option<LocalPorts> {
+fn ports_held(
+    members: &[&StuckSocket],
+    peer: Peer,
+    range: Option<(u16, u16)>,
+) -> Option<LocalPorts> {
     let (first, last) = range?;
-    if members.iter().any(|s| s.origin == "accept") {
+    if members.iter().any(|s| s.origin == Origin::Accept) {
         return None;
     }
     let held: HashSet<u16> = members
         .iter()
-        .filter_map(|s| s.local.parse::<SocketAddr>().ok())
-        .map(|a| a.port())
+        .map(|s| s.local.port())
         .filter(|p| (first..=last).contains(p))
         .collect();
-    (!held.is_empty()).then(|| LocalPorts {
+    (!held.is_empty()).then_some(LocalPorts {
         held: held.len(),
         range_first: first,
         range_last: last,
-        peer: peer.to_string(),
+        peer,
     })
 }
 
 /// Groups the stuck sockets (same diagnosis, process, stack functions and
 /// peer), biggest first, and sets each socket's `group` index.
-fn group(
-    stuck: &mut [StuckOut],
-    pids: &BTreeMap<usize, Option<u32>>,
-    table: &[TcpSocket],
-) -> Vec<GroupOut> {
-    let mut groups: Vec<GroupOut> = Vec::new();
-    let mut index: HashMap<(String, Option<u32>, String, String), usize> = HashMap::new();
+fn group(stuck: &mut [StuckSocket], table: &[TcpSocket]) -> Vec<StuckGroup> {
+    let mut groups: Vec<StuckGroup> = Vec::new();
+    let mut index: HashMap<(Diagnosis, Option<u32>, String, Peer), usize> = HashMap::new();
     let mut member_of = Vec::with_capacity(stuck.len());
-    for (i, s) in stuck.iter().enumerate() {
-        let pid = pids.get(&i).copied().flatten();
-        let remote: SocketAddr = s.remote.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
-        let peer = peer_key(&s.origin, remote);
-        let key = (s.diagnosis.clone(), pid, stack_key(&s.stack), peer.clone());
+    for s in stuck.iter() {
+        let owner = owner(s);
+        let pid = owner.map(|(pid, _)| pid);
+        let peer = Peer::of(s.origin, s.remote);
+        let key = (s.diagnosis, pid, stack_key(&s.stack), peer);
         member_of.push(*index.get(&key).unwrap_or(&groups.len()));
         match index.get(&key) {
             Some(&g) => {
@@ -513,22 +486,11 @@ fn group(
             }
             None => {
                 index.insert(key, groups.len());
-                let comm = s
-                    .origin_task
-                    .as_ref()
-                    .map(|t| t.comm.clone())
-                    .or_else(|| s.holders.first().map(|h| h.comm.clone()))
-                    .or_else(|| {
-                        s.listener
-                            .as_ref()
-                            .and_then(|l| l.holders.first().map(|h| h.comm.clone()))
-                    })
-                    .unwrap_or_default();
-                groups.push(GroupOut {
-                    diagnosis: s.diagnosis.clone(),
+                groups.push(StuckGroup {
+                    diagnosis: s.diagnosis,
                     count: 1,
                     pid,
-                    comm,
+                    comm: owner.map(|(_, c)| c.to_owned()).unwrap_or_default(),
                     peer,
                     oldest_age_ms: s.age_ms,
                     unread_bytes: s.unread_bytes,
@@ -544,24 +506,25 @@ fn group(
         if let Some(pid) = g.pid {
             let t = threads::threads_of(pid);
             if !t.is_empty() {
-                let mut summary = threads::summarize(pid, &t);
-                name_sockets(&mut summary, table);
+                let mut summary = threads::summarize_with(&t, |fd| {
+                    threads::describe_fd(pid, fd)
+                        .map(|t| t.with_connection(|inode| connection_of(table, inode)))
+                });
                 crate::runtimes::annotate(pid, &mut summary);
                 g.threads = Some(summary);
             }
         }
-        let d = g.diagnosis.as_str();
         if g.count > 1 {
             g.evidence = format!(
                 "{} sockets, {} unread bytes in all; first: {}",
                 g.count, g.unread_bytes, g.evidence
             );
         }
-        if d == Diagnosis::Unaccepted.as_str() {
+        if g.diagnosis == Diagnosis::Unaccepted {
             if let Some(l) = stuck
                 .iter()
-                .find(|s| s.diagnosis == d && s.listener.is_some())
-                .and_then(|s| s.listener.as_ref())
+                .filter(|s| s.diagnosis == Diagnosis::Unaccepted)
+                .find_map(|s| s.listener.as_ref())
             {
                 g.evidence = format!(
                     "{}; listener {} accept queue {}/{}",
@@ -572,13 +535,13 @@ fn group(
     }
     let range = local_port_range();
     for (gi, g) in groups.iter_mut().enumerate() {
-        let members: Vec<&StuckOut> = stuck
+        let members: Vec<&StuckSocket> = stuck
             .iter()
             .zip(&member_of)
             .filter(|(_, &m)| m == gi)
             .map(|(s, _)| s)
             .collect();
-        g.local_ports = ports_held(&members, &g.peer, range);
+        g.local_ports = ports_held(&members, g.peer, range);
     }
     let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_by(|&a, &b| {
@@ -594,7 +557,7 @@ fn group(
     for (s, &m) in stuck.iter_mut().zip(&member_of) {
         s.group = rank[m];
     }
-    let mut slots: Vec<Option<GroupOut>> = groups.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<StuckGroup>> = groups.into_iter().map(Some).collect();
     order.iter().filter_map(|&old| slots[old].take()).collect()
 }
 
@@ -625,42 +588,57 @@ mod tests {
             ),
             sock(123, tcp_state::LISTEN, "0.0.0.0:8080", "0.0.0.0:0"),
         ];
-        let group = |fd, target: &str| threads::ThreadGroup {
-            count: 1,
+        let thread = |tid, fd| threads::ThreadState {
+            tid,
+            comm: "srv".into(),
             state: 'S',
             wchan: "x".into(),
-            syscall: Some("recvfrom".into()),
-            fd: Some(fd),
-            fd_target: Some(target.into()),
+            syscall: Some(threads::SyscallInfo {
+                nr: 45,
+                name: "recvfrom".into(),
+                args: [fd, 0, 0, 0, 0, 0],
+            }),
+            kernel_stack: Vec::new(),
         };
-        let mut s = threads::ThreadSummary {
-            total: 3,
-            groups: vec![
-                group(5, "socket:[12]"),
-                group(6, "socket:[12]"),
-                group(3, "socket:[123]"),
-                group(2, "pipe:[7] with no reader"),
-            ],
-            text: "1 on fd 5 -> socket:[12]; 1 on fd 6 -> socket:[12]; 1 on fd 3 -> socket:[123]"
-                .into(),
-            python: None,
-            runtime: None,
+        let targets: HashMap<u32, threads::FdTarget> = [
+            (5, "socket:[12]"),
+            (6, "socket:[12]"),
+            (3, "socket:[123]"),
+            (2, "pipe:[7]"),
+        ]
+        .into_iter()
+        .map(|(fd, link)| (fd, threads::classify_link(link)))
+        .collect();
+        let s = threads::summarize_with(
+            &[thread(1, 5), thread(2, 6), thread(3, 3), thread(4, 2)],
+            |fd| {
+                targets
+                    .get(&fd)
+                    .cloned()
+                    .map(|t| t.with_connection(|inode| connection_of(&table, inode)))
+            },
+        );
+        let target = |fd| {
+            s.groups
+                .iter()
+                .find(|g| g.fd == Some(fd))
+                .and_then(|g| g.fd_target.clone())
         };
-        name_sockets(&mut s, &table);
         let up = "socket:[12] (127.0.0.1:41000 -> 127.0.0.1:9000 ESTABLISHED)";
-        assert_eq!(s.groups[0].fd_target.as_deref(), Some(up));
-        assert_eq!(s.groups[1].fd_target.as_deref(), Some(up));
+        assert_eq!(target(5).as_deref(), Some(up));
+        assert_eq!(target(6).as_deref(), Some(up));
         assert_eq!(
-            s.groups[2].fd_target.as_deref(),
+            target(3).as_deref(),
             Some("socket:[123] (0.0.0.0:8080 LISTEN)")
         );
-        assert_eq!(
-            s.groups[3].fd_target.as_deref(),
-            Some("pipe:[7] with no reader")
-        );
-        assert_eq!(
-            s.text,
-            format!("1 on fd 5 -> {up}; 1 on fd 6 -> {up}; 1 on fd 3 -> socket:[123] (0.0.0.0:8080 LISTEN)")
+        assert_eq!(target(2).as_deref(), Some("pipe:[7] with no reader"));
+        assert!(s.text.contains(&format!("on fd 5 -> {up}")), "{}", s.text);
+        assert!(s.text.contains(&format!("on fd 6 -> {up}")), "{}", s.text);
+        assert!(
+            s.text
+                .contains("on fd 3 -> socket:[123] (0.0.0.0:8080 LISTEN)"),
+            "{}",
+            s.text
         );
     }
 
@@ -669,11 +647,16 @@ mod tests {
         assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
         assert_eq!(parse_port_range("60999 32768"), None);
         assert_eq!(parse_port_range("x"), None);
-        let mut a = crate::report::tests_support::stuck("127.0.0.1:40000", "connect");
-        let b = crate::report::tests_support::stuck("127.0.0.1:40001", "unknown");
+        let mut a = crate::report::tests_support::stuck("127.0.0.1:40000", Origin::Connect);
+        let b = crate::report::tests_support::stuck("127.0.0.1:40001", Origin::Unknown);
         // Outside the range: not an ephemeral port.
-        let c = crate::report::tests_support::stuck("127.0.0.1:8080", "connect");
-        let p = ports_held(&[&a, &b, &c], "127.0.0.1:23006", Some((32768, 60999))).unwrap();
+        let c = crate::report::tests_support::stuck("127.0.0.1:8080", Origin::Connect);
+        let p = ports_held(
+            &[&a, &b, &c],
+            Peer::Endpoint("127.0.0.1:23006".parse().unwrap()),
+            Some((32768, 60999)),
+        )
+        .unwrap();
         assert_eq!(p.held, 2);
         assert_eq!(p.range_size(), 28232);
         assert_eq!(
@@ -681,9 +664,10 @@ mod tests {
             "2 of 28,232 local ports (net.ipv4.ip_local_port_range) held toward 127.0.0.1:23006"
         );
         // Accepted sockets use the listener's port: nothing to say.
-        a.origin = "accept".into();
-        assert!(ports_held(&[&a, &b], "127.0.0.1", Some((32768, 60999))).is_none());
-        assert!(ports_held(&[&b], "x", None).is_none());
+        a.origin = Origin::Accept;
+        let host = Peer::Host("127.0.0.1".parse().unwrap());
+        assert!(ports_held(&[&a, &b], host, Some((32768, 60999))).is_none());
+        assert!(ports_held(&[&b], host, None).is_none());
     }
 
     #[test]
@@ -788,9 +772,9 @@ mod tests {
         assert!(listener_for(&table, 13, local).is_none());
         let server: SocketAddr = "127.0.0.1:9099".parse().unwrap();
         // Namespace 12 has a live connection and a listener for the peer, 11 none of its own.
-        assert_eq!(live_to_peer(&table, 12, "connect", server), 2);
-        assert_eq!(live_to_peer(&table, 11, "connect", server), 1);
-        assert_eq!(live_to_peer(&table, 13, "connect", server), 0);
+        assert_eq!(live_to_peer(&table, 12, Origin::Connect, server), 2);
+        assert_eq!(live_to_peer(&table, 11, Origin::Connect, server), 1);
+        assert_eq!(live_to_peer(&table, 13, Origin::Connect, server), 0);
         let t = tuple(&table[2]);
         assert_eq!(t.0, 12);
     }
@@ -800,27 +784,27 @@ mod tests {
         let server: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let leaked = sock("127.0.0.1:50000", "127.0.0.1:8080", tcp_state::CLOSE_WAIT);
         assert_eq!(
-            live_to_peer(std::slice::from_ref(&leaked), 0, "connect", server),
+            live_to_peer(std::slice::from_ref(&leaked), 0, Origin::Connect, server),
             0
         );
         for l in ["127.0.0.1:8080", "0.0.0.0:8080", "[::]:8080"] {
             let table = [leaked.clone(), sock(l, "0.0.0.0:0", tcp_state::LISTEN)];
-            assert_eq!(live_to_peer(&table, 0, "connect", server), 1, "{l}");
+            assert_eq!(live_to_peer(&table, 0, Origin::Connect, server), 1, "{l}");
         }
         // Another port, or a wildcard listener for a peer on another host,
         // is not that peer.
         let other = [sock("127.0.0.1:8081", "0.0.0.0:0", tcp_state::LISTEN)];
-        assert_eq!(live_to_peer(&other, 0, "connect", server), 0);
+        assert_eq!(live_to_peer(&other, 0, Origin::Connect, server), 0);
         let remote: SocketAddr = "10.1.6.104:8080".parse().unwrap();
         let wildcard = [sock("0.0.0.0:8080", "0.0.0.0:0", tcp_state::LISTEN)];
-        assert_eq!(live_to_peer(&wildcard, 0, "connect", remote), 0);
+        assert_eq!(live_to_peer(&wildcard, 0, Origin::Connect, remote), 0);
         // An accepted socket's peer is a client: our listener says nothing.
-        assert_eq!(live_to_peer(&wildcard, 0, "accept", server), 0);
+        assert_eq!(live_to_peer(&wildcard, 0, Origin::Accept, server), 0);
         let est = [sock(
             "127.0.0.1:50001",
             "127.0.0.1:8080",
             tcp_state::ESTABLISHED,
         )];
-        assert_eq!(live_to_peer(&est, 0, "connect", server), 1);
+        assert_eq!(live_to_peer(&est, 0, Origin::Connect, server), 1);
     }
 }

@@ -19,6 +19,7 @@ pub mod export;
 pub mod histograms;
 pub mod investigate;
 pub mod loader;
+pub mod model;
 pub mod netns;
 pub mod output;
 pub mod privileges;

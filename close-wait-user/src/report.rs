@@ -1,121 +1,14 @@
-//! The report: JSON model (schema `close-wait.report.v1`, documented in the
-//! README) and its human rendering.
+//! The human report printed at the end of `record` and by `snapshot`,
+//! rendered from the [`Report`] model.
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
-use crate::{histograms::HistSummary, sockets::Holder, threads::ThreadSummary};
-
-pub const SCHEMA: &str = "close-wait.report.v1";
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Counters {
-    pub close_wait_entered: u64,
-    pub closed_graceful: u64,
-    pub closed_abort: u64,
-    pub peer_reset: u64,
-    /// Events the kernel could not put in the ring buffer.
-    pub lost_events: u64,
-    /// Sockets pushed out of the kernel's CLOSE_WAIT map (--max-sockets).
-    pub map_evictions: u64,
-    pub map_insert_failed: u64,
-    pub fd_map_insert_failed: u64,
-    pub stacks_failed: u64,
-    /// Exits from CLOSE_WAIT of sockets that entered before the tracer.
-    pub exits_without_entry: u64,
-    /// Sockets in CLOSE_WAIT at the end.
-    pub close_wait_now: u64,
-    pub stuck: u64,
-    /// Episodes left out of `episodes` (only the last ones are kept).
-    pub episodes_dropped: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskRef {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-}
-
-/// A finished CLOSE_WAIT episode.
-#[derive(Debug, Clone, Serialize)]
-pub struct EpisodeOut {
-    pub local: String,
-    pub remote: String,
-    /// Inode of the socket's network namespace (0: unknown, no BTF).
-    pub netns: u32,
-    /// graceful | abort | peer_reset
-    pub ending: String,
-    /// Null when the socket entered CLOSE_WAIT before the tracer attached.
-    pub duration_ms: Option<f64>,
-    pub since_attach: bool,
-    /// The task that closed it (null for peer_reset: softirq context).
-    pub closer: Option<TaskRef>,
-}
-
-/// The listener of a socket that was never accepted.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListenerOut {
-    pub local: String,
-    pub holders: Vec<Holder>,
-    pub accept_queue: u32,
-    pub backlog: u32,
-}
-
-/// A socket still in CLOSE_WAIT longer than the threshold.
-#[derive(Debug, Clone, Serialize)]
-pub struct StuckOut {
-    pub local: String,
-    pub remote: String,
-    /// Inode of the network namespace the socket lives in.
-    pub netns: u32,
-    /// The container of the holder (of the listener, for a socket never
-    /// accepted), from its cgroup path; null outside containers.
-    pub container: Option<crate::cgroup::Container>,
-    pub age_ms: u64,
-    /// True when it was already in CLOSE_WAIT when the tracer attached
-    /// (`age_ms` is then a lower bound).
-    pub since_attach: bool,
-    /// True when the age comes from the kernel's tcp_info (time since the
-    /// last ACK received), not from a traced transition.
-    pub age_estimated: bool,
-    pub unread_bytes: u64,
-    /// The application has not read the EOF either.
-    pub eof_unread: bool,
-    pub inode: u64,
-    pub holders: Vec<Holder>,
-    /// accept | connect | unknown
-    pub origin: String,
-    /// The task whose accept()/connect() created the descriptor, when traced.
-    pub origin_task: Option<TaskRef>,
-    pub stack: Vec<String>,
-    pub stack_note: Option<String>,
-    pub kernel_stack: Vec<String>,
-    pub listener: Option<ListenerOut>,
-    pub diagnosis: String,
-    pub evidence: String,
-    /// Index of its group in `groups`.
-    pub group: usize,
-}
-
-/// Local ports of the ephemeral range held by a group of connected sockets
-/// toward their peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LocalPorts {
-    /// Distinct local ports of the group inside the range.
-    pub held: usize,
-    /// `net.ipv4.ip_local_port_range`.
-    pub range_first: u16,
-    pub range_last: u16,
-    pub peer: String,
-}
+use crate::{
+    model::{LocalPorts, Report, StuckGroup, StuckSocket},
+    sockets::Holder,
+};
 
 impl LocalPorts {
-    pub fn range_size(&self) -> u32 {
-        u32::from(self.range_last) - u32::from(self.range_first) + 1
-    }
-
     /// `18,998 of 28,232 local ports (net.ipv4.ip_local_port_range) held toward 127.0.0.1:23006`
     pub fn text(&self) -> String {
         format!(
@@ -125,56 +18,6 @@ impl LocalPorts {
             self.peer
         )
     }
-}
-
-/// Stuck sockets with the same diagnosis, process, creating stack and peer.
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupOut {
-    pub diagnosis: String,
-    pub count: usize,
-    pub pid: Option<u32>,
-    pub comm: String,
-    pub peer: String,
-    pub oldest_age_ms: u64,
-    pub unread_bytes: u64,
-    pub stack: Vec<String>,
-    pub threads: Option<ThreadSummary>,
-    pub evidence: String,
-    /// Connected sockets only: the ephemeral ports they hold.
-    pub local_ports: Option<LocalPorts>,
-}
-
-/// Closed episodes slower than the threshold, by closer.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClosedLateOut {
-    pub comm: String,
-    pub pid: u32,
-    pub count: u64,
-    pub max_ms: f64,
-    pub examples: Vec<EpisodeOut>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub schema: &'static str,
-    pub started_at: String,
-    pub ended_at: String,
-    pub kernel: String,
-    pub hooks: Vec<String>,
-    pub threshold_ms: u64,
-    pub counters: Counters,
-    pub stuck: Vec<StuckOut>,
-    pub groups: Vec<GroupOut>,
-    pub closed_late: Vec<ClosedLateOut>,
-    pub histograms: Vec<HistSummary>,
-    pub episodes: Vec<EpisodeOut>,
-}
-
-/// `uname -r`.
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// `28232` -> `28,232`.
@@ -215,7 +58,7 @@ pub fn holders_text(h: &[Holder]) -> String {
         .join(", ")
 }
 
-pub fn socket_notes(s: &StuckOut) -> Vec<String> {
+pub fn socket_notes(s: &StuckSocket) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(l) = &s.listener {
         notes.push(format!(
@@ -234,7 +77,7 @@ pub fn socket_notes(s: &StuckOut) -> Vec<String> {
 
 /// Where a stuck socket lives: `netns 4026532301  container docker
 /// 4f9c2b7d1e3a pod 1b2c...` (the container part only when there is one).
-pub fn place_text(s: &StuckOut) -> String {
+pub fn place_text(s: &StuckSocket) -> String {
     let mut t = format!("netns {}", s.netns);
     if let Some(c) = &s.container {
         let _ = write!(t, "  container {} {}", c.runtime, c.short_id());
@@ -246,7 +89,7 @@ pub fn place_text(s: &StuckOut) -> String {
 }
 
 /// One stuck socket, then its notes that are not already the group's.
-fn render_socket(out: &mut String, s: &StuckOut, folded: &[String]) {
+fn render_socket(out: &mut String, s: &StuckSocket, folded: &[String]) {
     let age = if s.since_attach {
         format!(">={}", fmt_ms(s.age_ms as f64))
     } else {
@@ -269,14 +112,14 @@ fn render_socket(out: &mut String, s: &StuckOut, folded: &[String]) {
 }
 
 /// The members of group `gi`, oldest first.
-pub fn members(r: &Report, gi: usize) -> Vec<&StuckOut> {
-    let mut m: Vec<&StuckOut> = r.stuck.iter().filter(|s| s.group == gi).collect();
+pub fn members(r: &Report, gi: usize) -> Vec<&StuckSocket> {
+    let mut m: Vec<&StuckSocket> = r.stuck.iter().filter(|s| s.group == gi).collect();
     m.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
     m
 }
 
 /// Notes every member of a group of several sockets shares: said once.
-pub fn shared_notes(members: &[&StuckOut]) -> Vec<String> {
+pub fn shared_notes(members: &[&StuckSocket]) -> Vec<String> {
     let Some((first, rest)) = members.split_first() else {
         return Vec::new();
     };
@@ -289,7 +132,7 @@ pub fn shared_notes(members: &[&StuckOut]) -> Vec<String> {
         .collect()
 }
 
-fn render_group(out: &mut String, r: &Report, gi: usize, g: &GroupOut, all: bool) {
+fn render_group(out: &mut String, r: &Report, gi: usize, g: &StuckGroup, all: bool) {
     let who = match g.pid {
         Some(p) => format!("{}[{}]", g.comm, p),
         None => "no process".to_string(),
@@ -297,7 +140,7 @@ fn render_group(out: &mut String, r: &Report, gi: usize, g: &GroupOut, all: bool
     let _ = writeln!(
         out,
         "\n{} x{}  {} <- peer {}  oldest {}  unread {} B",
-        g.diagnosis.to_uppercase(),
+        g.diagnosis.as_str().to_uppercase(),
         g.count,
         who,
         g.peer,
@@ -412,7 +255,7 @@ pub fn render(r: &Report, all: bool) -> String {
         render_group(&mut out, r, gi, g, all);
     }
     // Sockets of no group (a report written by another version).
-    let orphans: Vec<&StuckOut> = r
+    let orphans: Vec<&StuckSocket> = r
         .stuck
         .iter()
         .filter(|s| s.group >= r.groups.len())
@@ -439,13 +282,13 @@ pub fn render(r: &Report, all: bool) -> String {
 /// Report parts for other modules' unit tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
-    use super::StuckOut;
+    use crate::model::{Diagnosis, Origin, StuckSocket};
 
     /// A stuck connected socket `local <- 127.0.0.1:23006`.
-    pub fn stuck(local: &str, origin: &str) -> StuckOut {
-        StuckOut {
-            local: local.into(),
-            remote: "127.0.0.1:23006".into(),
+    pub fn stuck(local: &str, origin: Origin) -> StuckSocket {
+        StuckSocket {
+            local: local.parse().unwrap(),
+            remote: "127.0.0.1:23006".parse().unwrap(),
             netns: 4026531840,
             container: None,
             age_ms: 5000,
@@ -455,13 +298,13 @@ pub(crate) mod tests_support {
             eof_unread: false,
             inode: 1,
             holders: Vec::new(),
-            origin: origin.into(),
+            origin,
             origin_task: None,
             stack: Vec::new(),
             stack_note: None,
             kernel_stack: Vec::new(),
             listener: None,
-            diagnosis: "read-not-closed".into(),
+            diagnosis: Diagnosis::ReadNotClosed,
             evidence: "e".into(),
             group: 0,
         }
@@ -471,12 +314,10 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Counters, Diagnosis, Origin, Peer};
 
     fn empty(hooks: Vec<String>) -> Report {
         Report {
-            schema: SCHEMA,
-            started_at: "t0".into(),
-            ended_at: "t1".into(),
             kernel: "6.18".into(),
             hooks,
             threshold_ms: 5000,
@@ -486,11 +327,7 @@ mod tests {
                 close_wait_now: 1,
                 ..Default::default()
             },
-            stuck: Vec::new(),
-            groups: Vec::new(),
-            closed_late: Vec::new(),
-            histograms: Vec::new(),
-            episodes: Vec::new(),
+            ..Report::new("t0".into(), "t1".into())
         }
     }
 
@@ -514,8 +351,8 @@ mod tests {
         assert!(!snap.contains("entered"), "{snap}");
     }
 
-    fn stuck(port: u16, age_ms: u64, note: &str) -> StuckOut {
-        let mut s = tests_support::stuck(&format!("127.0.0.1:{port}"), "connect");
+    fn stuck(port: u16, age_ms: u64, note: &str) -> StuckSocket {
+        let mut s = tests_support::stuck(&format!("127.0.0.1:{port}"), Origin::Connect);
         s.age_ms = age_ms;
         s.stack_note = Some(note.into());
         s
@@ -529,12 +366,12 @@ mod tests {
             .map(|i| stuck(40000 + i, u64::from(i) * 1000, "no stack"))
             .collect();
         r.stuck[1199].stack_note = Some("other".into());
-        r.groups = vec![GroupOut {
-            diagnosis: "read-not-closed".into(),
+        r.groups = vec![StuckGroup {
+            diagnosis: Diagnosis::ReadNotClosed,
             count: 1200,
             pid: Some(7),
             comm: "pool".into(),
-            peer: "127.0.0.1:23006".into(),
+            peer: Peer::Endpoint("127.0.0.1:23006".parse().unwrap()),
             oldest_age_ms: 1_200_000,
             unread_bytes: 0,
             stack: Vec::new(),
@@ -544,7 +381,7 @@ mod tests {
                 held: 1200,
                 range_first: 32768,
                 range_last: 60999,
-                peer: "127.0.0.1:23006".into(),
+                peer: Peer::Endpoint("127.0.0.1:23006".parse().unwrap()),
             }),
         }];
         let text = render(&r, false);

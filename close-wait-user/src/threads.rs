@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The syscall a thread is blocked in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -379,8 +380,11 @@ pub enum FdTarget {
         inode: u64,
         readers: Vec<(u32, u32)>,
     },
+    /// A socket, and the TCP connection it is when the caller looked it up
+    /// (see [`FdTarget::with_connection`]).
     Socket {
         inode: u64,
+        connection: Option<Connection>,
     },
     /// A path (regular file, device, named pipe).
     File(String),
@@ -408,14 +412,58 @@ impl fmt::Display for FdTarget {
                 }
                 Ok(())
             }
-            FdTarget::Socket { inode } => write!(f, "socket:[{inode}]"),
+            FdTarget::Socket {
+                inode,
+                connection: None,
+            } => write!(f, "socket:[{inode}]"),
+            FdTarget::Socket {
+                inode,
+                connection: Some(c),
+            } => write!(f, "socket:[{inode}] ({c})"),
             FdTarget::File(p) | FdTarget::Other(p) => f.write_str(p),
         }
     }
 }
 
+/// The TCP connection behind a socket descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state.
+    pub state: u8,
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = crate::events::state_name(self.state);
+        if self.state == close_wait_common::tcp_state::LISTEN {
+            write!(f, "{} {state}", self.local)
+        } else {
+            write!(f, "{} -> {} {state}", self.local, self.remote)
+        }
+    }
+}
+
+impl FdTarget {
+    /// A socket target with its connection looked up by inode; any other
+    /// target unchanged.
+    pub fn with_connection(self, lookup: impl FnOnce(u64) -> Option<Connection>) -> FdTarget {
+        match self {
+            FdTarget::Socket {
+                inode,
+                connection: None,
+            } => FdTarget::Socket {
+                inode,
+                connection: lookup(inode),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Classifies a /proc/PID/fd link target; pipe readers are left empty.
-fn classify_link(target: &str) -> FdTarget {
+pub fn classify_link(target: &str) -> FdTarget {
     let bracketed = |prefix: &str| -> Option<u64> {
         target.strip_prefix(prefix)?.strip_suffix(']')?.parse().ok()
     };
@@ -425,7 +473,10 @@ fn classify_link(target: &str) -> FdTarget {
             readers: Vec::new(),
         }
     } else if let Some(inode) = bracketed("socket:[") {
-        FdTarget::Socket { inode }
+        FdTarget::Socket {
+            inode,
+            connection: None,
+        }
     } else if target.starts_with('/') {
         FdTarget::File(target.to_owned())
     } else {
@@ -483,7 +534,7 @@ pub fn pipe_readers_in(proc_root: &Path, inode: u64) -> Vec<(u32, u32)> {
 }
 
 /// Threads sharing the same state, wait channel, syscall and fd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadGroup {
     pub count: usize,
     pub state: char,
@@ -495,7 +546,7 @@ pub struct ThreadGroup {
 }
 
 /// What a process's threads are doing, grouped, biggest group first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadSummary {
     pub total: usize,
     pub groups: Vec<ThreadGroup>,
@@ -804,7 +855,10 @@ mod tests {
         );
         assert_eq!(
             describe_fd_in(t.path(), 50, 3),
-            Some(FdTarget::Socket { inode: 77 })
+            Some(FdTarget::Socket {
+                inode: 77,
+                connection: None
+            })
         );
         assert_eq!(
             describe_fd_in(t.path(), 50, 4),

@@ -16,34 +16,7 @@ use close_wait_common::tcp_state::{CLOSE, CLOSE_WAIT, LAST_ACK};
 use serde::Serialize;
 
 use crate::events::{Kind, Record};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ending {
-    Graceful,
-    Abort,
-    PeerReset,
-    Open,
-}
-
-impl Ending {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ending::Graceful => "graceful",
-            Ending::Abort => "abort",
-            Ending::PeerReset => "peer_reset",
-            Ending::Open => "open",
-        }
-    }
-}
-
-/// The task that ended the episode (process context only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Task {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-}
+pub use crate::model::{Ending, Task};
 
 /// One stay of one socket in CLOSE_WAIT.
 #[derive(Debug, Clone, PartialEq, Eq)]

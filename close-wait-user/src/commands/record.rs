@@ -24,10 +24,9 @@ use crate::{
     histograms::Histograms,
     investigate::{self, Known, Origins},
     loader::{self, KernelCounters, Tracer},
+    model::{ClosedLate, Counters, FinishedEpisode, Report},
     output::{stdout, OutputFile},
-    privileges,
-    report::{self, ClosedLateOut, Counters, EpisodeOut, Report, TaskRef},
-    sockets,
+    privileges, report, sockets,
     stacks::Symbolizer,
     tracker::{Episode, Tracker},
 };
@@ -98,14 +97,6 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-struct ClosedLate {
-    pid: u32,
-    comm: String,
-    count: u64,
-    max_ms: f64,
-    examples: Vec<EpisodeOut>,
-}
-
 struct State {
     args: RecordArgs,
     clock: WallClock,
@@ -113,7 +104,7 @@ struct State {
     attach_ns: u64,
     tracker: Tracker,
     hist: Histograms,
-    episodes: VecDeque<EpisodeOut>,
+    episodes: VecDeque<FinishedEpisode>,
     episodes_dropped: u64,
     closed_late: HashMap<(u32, String), ClosedLate>,
     preexisting: HashSet<investigate::Tuple>,
@@ -156,38 +147,15 @@ fn listening_ports(table: &[sockets::TcpSocket]) -> HashSet<u16> {
         .collect()
 }
 
-fn state_name(s: u8) -> &'static str {
-    use close_wait_common::tcp_state::*;
-    match s {
-        ESTABLISHED => "ESTABLISHED",
-        SYN_SENT => "SYN_SENT",
-        SYN_RECV => "SYN_RECV",
-        FIN_WAIT1 => "FIN_WAIT1",
-        FIN_WAIT2 => "FIN_WAIT2",
-        TIME_WAIT => "TIME_WAIT",
-        CLOSE => "CLOSE",
-        CLOSE_WAIT => "CLOSE_WAIT",
-        LAST_ACK => "LAST_ACK",
-        LISTEN => "LISTEN",
-        CLOSING => "CLOSING",
-        NEW_SYN_RECV => "NEW_SYN_RECV",
-        _ => "UNKNOWN",
-    }
-}
-
-fn episode_out(ep: &Episode) -> EpisodeOut {
-    EpisodeOut {
-        local: ep.local.to_string(),
-        remote: ep.remote.to_string(),
+fn episode_out(ep: &Episode) -> FinishedEpisode {
+    FinishedEpisode {
+        local: ep.local,
+        remote: ep.remote,
         netns: ep.netns,
-        ending: ep.ending.as_str().to_string(),
+        ending: ep.ending,
         duration_ms: ep.duration_ns().map(|d| d as f64 / 1e6),
         since_attach: ep.entered_ns.is_none(),
-        closer: ep.closer.as_ref().map(|t| TaskRef {
-            pid: t.pid,
-            tid: t.tid,
-            comm: t.comm.clone(),
-        }),
+        closer: ep.closer.clone(),
     }
 }
 
@@ -307,8 +275,8 @@ impl State {
             who,
             l,
             rem,
-            state_name(r.oldstate),
-            state_name(r.newstate),
+            events::state_name(r.oldstate),
+            events::state_name(r.newstate),
             waited
         );
         if !self.stdout.line(&line) && !self.warned_slow_stdout && self.stdout.closed().is_none() {
@@ -387,23 +355,9 @@ impl State {
             episodes_dropped: self.episodes_dropped,
         };
         self.last_stuck = counters.stuck;
-        let mut closed_late: Vec<ClosedLateOut> = self
-            .closed_late
-            .values()
-            .map(|c| ClosedLateOut {
-                comm: c.comm.clone(),
-                pid: c.pid,
-                count: c.count,
-                max_ms: c.max_ms,
-                examples: c.examples.clone(),
-            })
-            .collect();
+        let mut closed_late: Vec<ClosedLate> = self.closed_late.values().cloned().collect();
         closed_late.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms));
         Report {
-            schema: report::SCHEMA,
-            started_at: clock::rfc3339(self.started),
-            ended_at: clock::rfc3339(SystemTime::now()),
-            kernel: report::kernel_release(),
             hooks: loader::hook_names(),
             threshold_ms: self.args.threshold.as_millis() as u64,
             counters,
@@ -412,6 +366,10 @@ impl State {
             closed_late,
             histograms: self.hist.summaries(),
             episodes: self.episodes.iter().cloned().collect(),
+            ..Report::new(
+                clock::rfc3339(self.started),
+                clock::rfc3339(SystemTime::now()),
+            )
         }
     }
 

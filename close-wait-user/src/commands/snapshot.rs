@@ -7,10 +7,9 @@ use crate::{
     cli::SnapshotArgs,
     clock,
     investigate::{self, Known, NoOrigins},
+    model::{Counters, Report},
     output::{stdout, OutputFile},
-    privileges,
-    report::{self, Counters, Report},
-    sockets,
+    privileges, report, sockets,
     stacks::Symbolizer,
 };
 
@@ -40,12 +39,6 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let found = investigate::investigate(&table, &known, &opts, &NoOrigins, &mut sym);
     let now = clock::rfc3339(SystemTime::now());
     let r = Report {
-        schema: report::SCHEMA,
-        started_at: now.clone(),
-        ended_at: now,
-        kernel: report::kernel_release(),
-        hooks: Vec::new(),
-        threshold_ms: 0,
         counters: Counters {
             close_wait_now: found.close_wait_now,
             stuck: found.stuck.len() as u64,
@@ -53,9 +46,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         },
         stuck: found.stuck,
         groups: found.groups,
-        closed_late: Vec::new(),
-        histograms: Vec::new(),
-        episodes: Vec::new(),
+        ..Report::new(now.clone(), now)
     };
     let mut text = report::render(&r, args.all);
     if r.counters.close_wait_now > 0 {

@@ -21,7 +21,8 @@ use super::{
 };
 use crate::{
     histograms::{HistSummary, TAG_ALL, TAG_OPEN},
-    report::{self, fmt_ms, Report},
+    model::Report,
+    report::{self, fmt_ms},
 };
 
 /// Percentile curves drawn (the biggest tags; `all` first).
@@ -460,10 +461,10 @@ fn groups_html(o: &mut String, r: &Report) {
         let _ = write!(
             o,
             r#"<section class="group" id="group-{gi}"><h3><span class="diagnosis">{}</span> &times;{} &mdash; {} &larr; peer {} <span class="muted">&middot; oldest {}, unread {} B</span></h3><dl>"#,
-            escape(&g.diagnosis.to_uppercase()),
+            escape(&g.diagnosis.as_str().to_uppercase()),
             report::thousands(g.count as u64),
             escape(&who),
-            escape(&g.peer),
+            escape(&g.peer.to_string()),
             escape(&fmt_ms(g.oldest_age_ms as f64)),
             report::thousands(g.unread_bytes)
         );
@@ -518,8 +519,8 @@ fn groups_html(o: &mut String, r: &Report) {
             let _ = write!(
                 o,
                 r#"<tr class="socket"><td class="mono">{}</td><td class="mono">{}</td><td class="n">{}</td><td class="n">{} B</td><td class="mono">{}</td><td>{}</td></tr>"#,
-                escape(&s.local),
-                escape(&s.remote),
+                escape(&s.local.to_string()),
+                escape(&s.remote.to_string()),
                 escape(&age),
                 s.unread_bytes,
                 escape(&report::holders_text(&s.holders)),

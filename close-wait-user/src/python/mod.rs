@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use mem::{Memory, ProcMem};
 pub use offsets::Layout;
@@ -53,7 +53,7 @@ const MAX_STR: u64 = 1024;
 const MAX_LINETABLE: u64 = 1 << 20;
 
 /// One Python frame: `qualname (file:line)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PyFrame {
     pub function: String,
     pub file: String,
@@ -380,7 +380,7 @@ pub fn short(f: &PyFrame) -> String {
 }
 
 /// Threads with the same Python stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PyStackGroup {
     pub count: usize,
     /// Thread ids, ascending.
@@ -392,7 +392,7 @@ pub struct PyStackGroup {
 }
 
 /// What the Python threads of a process run now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PyThreads {
     /// `3.11.2`.
     pub version: String,
