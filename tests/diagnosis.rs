@@ -230,6 +230,10 @@ fn leaked_connect_names_its_stack() {
         line.ends_with(&format!("read-not-closed  held by leaky[{pid}] fd {fd}")),
         "{line}"
     );
+    // `report FILE.json` prints the same report: group, why, threads,
+    // the creating stack.
+    let offline = out.assert_report_reads_back();
+    assert!(offline.contains("\n  created at:\n"), "{offline}");
 }
 
 #[test]

@@ -437,7 +437,42 @@ fn html_report_in_headless_chromium() {
     );
     check_screenshot(&b.screenshot("html-report-offline.png"));
 
-    check_quiet(&b, &[&page, &offline]);
+    // With the JSON report too, the offline page has the run's counters and
+    // groups, read back from that report.
+    let offline_json = dir.join("offline-json.html");
+    let rep = Command::new(bin())
+        .arg("report")
+        .arg(&out.json_path)
+        .arg(&hlog)
+        .arg("--html")
+        .arg(&offline_json)
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let facts = inspect(&b, &offline_json);
+    check_curves(&facts, &tags);
+    assert_eq!(facts["groups"], 1);
+    assert_eq!(facts["rows"], 2);
+    let text = facts["text"].as_str().unwrap();
+    for needle in [
+        format!("READ-NOT-CLOSED ×2 — {comm}[{holder}] ← peer 127.0.0.1 · oldest "),
+        format!("why\n{}", groups[0]["evidence"].as_str().unwrap()),
+        format!(
+            "{}\nentered CLOSE_WAIT",
+            out.json["counters"]["close_wait_entered"]
+        ),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "no {needle:?} in the offline page:\n{text}"
+        );
+    }
+
+    check_quiet(&b, &[&page, &offline, &offline_json]);
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }

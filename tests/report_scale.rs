@@ -184,27 +184,33 @@ fn hundreds_of_sockets_read_as_one_group() {
     assert_eq!(listed, locals);
     assert!(!all.contains(" more (--all"), "{all}");
 
-    // `report` of the JSON: the oldest ten, and a count.
-    let out = Command::new(bin())
-        .arg("report")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let rep = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
-    assert_eq!(
-        rep.lines()
-            .filter(|l| l.contains(&format!(" <- {peer}  in CLOSE_WAIT for ")))
-            .count(),
-        10,
-        "{rep}"
-    );
+    // `report` of the JSON prints the snapshot's report: the same group,
+    // its oldest five and a count (`--all`: every one).
+    let offline = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .arg("report")
+            .arg(&json)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rep = offline(&[]);
+    let live = text.split("\nnote: ").next().unwrap().trim_end();
     assert!(
-        rep.contains(&format!(
-            "\n    ... and {} more (--all lists every one)\n",
-            SOCKETS - 10
-        )),
-        "{rep}"
+        rep.contains(live),
+        "--- snapshot:\n{live}\n--- report:\n{rep}"
+    );
+    assert!(rep.contains(&more), "{rep}");
+    let rep_all = offline(&["--all"]);
+    assert_eq!(
+        rep_all
+            .lines()
+            .filter(|l| l.starts_with("  127.0.0.1:") && l.contains(&format!(" <- {peer}  age ")))
+            .count(),
+        SOCKETS,
+        "{rep_all}"
     );
     drop(cli);
     drop(srv);

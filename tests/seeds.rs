@@ -311,6 +311,13 @@ fn seed000_blocked_event_loop_strands_requests_in_the_accept_queue() {
     ] {
         assert!(text.contains(&needle), "no {needle:?} in:\n{text}");
     }
+    // Read back offline, the JSON gives the same report: groups, why,
+    // threads and the listener line.
+    let offline = out.assert_report_reads_back();
+    assert!(
+        offline.contains(&format!("  threads: {threads}")),
+        "{offline}"
+    );
 }
 
 /// Seed 001 (python httplib, never closed): every request leaves the

@@ -48,6 +48,34 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
+/// A duration in microseconds with about 3 significant digits and a unit
+/// (the percentile tables).
+pub fn fmt_us(us: u64) -> String {
+    let f = us as f64;
+    let sig3 = |v: f64, unit: &str| {
+        if v < 10.0 {
+            format!("{v:.2}{unit}")
+        } else if v < 100.0 {
+            format!("{v:.1}{unit}")
+        } else {
+            format!("{v:.0}{unit}")
+        }
+    };
+    if us < 1_000 {
+        format!("{us}us")
+    } else if us < 1_000_000 {
+        sig3(f / 1e3, "ms")
+    } else if us < 60_000_000 {
+        sig3(f / 1e6, "s")
+    } else if us < 3_600_000_000 {
+        let s = (us + 500_000) / 1_000_000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let m = (us + 30_000_000) / 60_000_000;
+        format!("{}h{:02}m", m / 60, m % 60)
+    }
+}
+
 pub fn holders_text(h: &[Holder]) -> String {
     if h.is_empty() {
         return "no process".to_string();

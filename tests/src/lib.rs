@@ -197,6 +197,48 @@ pub struct Finished {
     pub stdout: String,
     pub stderr: String,
     pub json: Value,
+    /// The `--json` file the run wrote.
+    pub json_path: PathBuf,
+}
+
+impl Finished {
+    /// Reads the run's JSON report back with `close-wait report` and checks
+    /// that it prints the human report the run printed, line for line (the
+    /// header, counters, groups with why, threads, stacks and listener
+    /// lines, sockets, closed-late), up to the run's closing notes.
+    /// Returns the offline text.
+    pub fn assert_report_reads_back(&self) -> String {
+        let out = Command::new(bin())
+            .arg("report")
+            .arg(&self.json_path)
+            .output()
+            .expect("run close-wait report");
+        let offline = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "report {}: {}",
+            self.json_path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let live: Vec<&str> = self
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("close-wait report "))
+            .take_while(|l| !l.starts_with("note: "))
+            .collect();
+        assert!(
+            !live.is_empty(),
+            "no report in the run's stdout: {}",
+            self.stdout
+        );
+        let live = live.join("\n");
+        let live = live.trim_end();
+        assert!(
+            offline.contains(live),
+            "report FILE.json differs from the live report\n--- live:\n{live}\n--- offline:\n{offline}"
+        );
+        offline
+    }
 }
 
 impl Tracer {
@@ -266,6 +308,7 @@ impl Tracer {
             stdout,
             stderr,
             json,
+            json_path: self.json.clone(),
         }
     }
 }

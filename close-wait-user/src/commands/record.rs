@@ -20,12 +20,12 @@ use crate::{
     cli::RecordArgs,
     clock::{self, WallClock},
     events::{self, Record},
-    export::{hgrm, hlog::HlogWriter, html, prometheus, ExportError},
+    export::{hgrm, hlog::HlogWriter, html, json, prometheus},
     histograms::Histograms,
     investigate::{self, Known, Origins},
     loader::{self, KernelCounters, Tracer},
     model::{ClosedLate, Counters, FinishedEpisode, Report},
-    output::{stdout, OutputFile},
+    output::{stdout, OutputError, OutputFile},
     privileges, report, sockets,
     stacks::Symbolizer,
     tracker::{Episode, Tracker},
@@ -63,7 +63,7 @@ struct Claimed {
 
 /// Everything checked before attaching; errors here name what is wrong.
 fn validate(args: &mut RecordArgs) -> anyhow::Result<(Claimed, Option<SocketAddr>)> {
-    let claim = |p: &Option<PathBuf>| -> Result<Option<OutputFile>, ExportError> {
+    let claim = |p: &Option<PathBuf>| -> Result<Option<OutputFile>, OutputError> {
         p.as_deref()
             .map(|p| OutputFile::claim(p, args.mode))
             .transpose()
@@ -83,18 +83,6 @@ fn validate(args: &mut RecordArgs) -> anyhow::Result<(Claimed, Option<SocketAddr
         None => None,
     };
     Ok((claimed, prom))
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
-    text
 }
 
 struct State {
@@ -385,7 +373,7 @@ impl State {
         tracer: &Tracer,
         now_ns: u64,
         last: bool,
-    ) -> (Report, Vec<ExportError>) {
+    ) -> (Report, Vec<anyhow::Error>) {
         let kc = tracer.counters();
         let report = self.build_report(tracer, &kc, now_ns);
         let mut errors = Vec::new();
@@ -395,9 +383,7 @@ impl State {
             m.set_evictions(report.counters.map_evictions);
         }
         if let Some(out) = &mut self.json {
-            let mut text = serde_json::to_string_pretty(&report).expect("a report serializes");
-            text.push('\n');
-            errors.extend(out.replace(text.as_bytes()).err());
+            errors.extend(json::write(out, &report).err().map(Into::into));
         }
         let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
         let len = Duration::from_nanos(now_ns.saturating_sub(self.last_interval_ns));
@@ -416,7 +402,11 @@ impl State {
             if !last {
                 interval.retain(|(tag, _)| tag != crate::histograms::TAG_OPEN);
             }
-            errors.extend(w.write_interval(start, len, &interval).err());
+            errors.extend(
+                w.write_interval(start, len, &interval)
+                    .err()
+                    .map(Into::into),
+            );
         }
         self.last_interval_ns = now_ns;
         if let Some(out) = &mut self.html {
@@ -431,11 +421,19 @@ impl State {
                 timeline: self.timeline.clone(),
                 sources: Vec::new(),
             };
-            errors.extend(out.replace(html::render(&page).as_bytes()).err());
+            errors.extend(
+                out.replace(html::render(&page).as_bytes())
+                    .err()
+                    .map(Into::into),
+            );
         }
         if let Some(out) = &mut self.hgrm {
             if let Some(h) = self.hist.get("all") {
-                errors.extend(out.replace(hgrm::render_hgrm(h, 1000.0).as_bytes()).err());
+                errors.extend(
+                    out.replace(hgrm::render_hgrm(h, 1000.0).as_bytes())
+                        .err()
+                        .map(Into::into),
+                );
             }
             if self.args.hgrm_per_tag {
                 let base = out.path().to_path_buf();
@@ -462,13 +460,17 @@ impl State {
                             match OutputFile::claim(v.key(), self.args.mode) {
                                 Ok(f) => v.insert(f),
                                 Err(e) => {
-                                    errors.push(e);
+                                    errors.push(e.into());
                                     continue;
                                 }
                             }
                         }
                     };
-                    errors.extend(file.replace(hgrm::render_hgrm(h, 1000.0).as_bytes()).err());
+                    errors.extend(
+                        file.replace(hgrm::render_hgrm(h, 1000.0).as_bytes())
+                            .err()
+                            .map(Into::into),
+                    );
                 }
             }
         }
@@ -621,7 +623,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
                 // the socket map's entries): the status line reuses them.
                 let (r, errors) = st.checkpoint(&tracer, clock::monotonic_ns(), false);
                 for e in &errors {
-                    log::error!("checkpoint: {}", chain(e));
+                    log::error!("checkpoint: {e:#}");
                 }
                 st.status_line(r.counters.lost_events, r.counters.map_evictions);
             }
@@ -635,7 +637,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
     let (report, errors) = st.checkpoint(&tracer, clock::monotonic_ns(), true);
     drop(tracer);
     for e in &errors {
-        stdout::say(&format!("close-wait: error: {}", chain(e)));
+        stdout::say(&format!("close-wait: error: {e:#}"));
     }
     let mut text = report::render(&report, st.args.all);
     if report.counters.close_wait_now > 0 {

@@ -57,11 +57,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     }
     // The summary is printed even when the file cannot be written.
     let written = match &mut json {
-        Some(out) => {
-            let mut j = serde_json::to_string_pretty(&r)?;
-            j.push('\n');
-            out.replace(j.as_bytes())
-        }
+        Some(out) => crate::export::json::write(out, &r),
         None => Ok(()),
     };
     // A closed stdout (`| head -1`) is not an error.

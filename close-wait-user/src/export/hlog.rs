@@ -34,9 +34,53 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry, T
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-use super::offline::OfflineError;
-use super::ExportError;
-use crate::output::OutputFile;
+use crate::output::{OutputError, OutputFile};
+
+/// Errors while writing or reading an interval log. Each names the file,
+/// and the line where the input is broken. A cause is the error's
+/// `source()`, not repeated in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum HlogError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("{path}: cannot encode histogram '{tag}'")]
+    Encode {
+        path: PathBuf,
+        tag: String,
+        #[source]
+        source: hdrhistogram::serialization::V2DeflateSerializeError,
+    },
+    #[error(
+        "{path}: '{tag}' cannot be used as an interval log tag (no ',', spaces or line breaks)"
+    )]
+    BadTag { path: PathBuf, tag: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not an interval log line (expected a comment or Tag=..,start,length,max,payload)")]
+    Syntax { path: PathBuf, line: usize },
+    #[error(
+        "{path}:{line}: truncated line (was the writer killed? every line before it is complete)"
+    )]
+    Truncated { path: PathBuf, line: usize },
+    #[error("{path}:{line}: histogram payload is not base64")]
+    Base64 {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("{path}:{line}: histogram payload cannot be decoded")]
+    Payload {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: hdrhistogram::serialization::DeserializeError,
+    },
+}
 
 /// Interval log format version written in the header.
 pub const LOG_FORMAT_VERSION: &str = "1.3";
@@ -87,7 +131,7 @@ pub struct HlogWriter<W: Write = File> {
 impl HlogWriter<File> {
     /// Puts a fresh log with its header (`start` as StartTime and BaseTime)
     /// at the claimed path; lines are appended to that file from then on.
-    pub fn create(mut out: OutputFile, start: SystemTime) -> Result<Self, ExportError> {
+    pub fn create(mut out: OutputFile, start: SystemTime) -> Result<Self, HlogError> {
         let path = out.path().to_path_buf();
         let file = out.stream(header(start).as_bytes())?;
         let mut w = HlogWriter::with_parts(file, path);
@@ -125,20 +169,22 @@ impl<W: Write> HlogWriter<W> {
     }
 
     /// Writes the header to `out`. `path` only names the output in errors.
-    pub fn new(out: W, path: &Path, start: SystemTime) -> Result<Self, ExportError> {
+    pub fn new(out: W, path: &Path, start: SystemTime) -> Result<Self, HlogError> {
         let mut w = HlogWriter::with_parts(out, path.to_path_buf());
         w.emit(header(start).as_bytes())?;
         Ok(w)
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), HlogError> {
         self.out
             .write_all(bytes)
             .and_then(|()| self.out.flush())
-            .map_err(|source| ExportError::Io {
-                action: "write",
-                path: self.path.clone(),
-                source,
+            .map_err(|source| {
+                HlogError::Output(OutputError::Io {
+                    action: "write",
+                    path: self.path.clone(),
+                    source,
+                })
             })
     }
 
@@ -149,11 +195,11 @@ impl<W: Write> HlogWriter<W> {
         start: Duration,
         length: Duration,
         hists: &[(String, Histogram<u64>)],
-    ) -> Result<(), ExportError> {
+    ) -> Result<(), HlogError> {
         self.text.clear();
         for (tag, h) in hists {
             if Tag::new(tag).is_none() || tag.is_empty() {
-                return Err(ExportError::BadTag {
+                return Err(HlogError::BadTag {
                     path: self.path.clone(),
                     tag: tag.clone(),
                 });
@@ -161,7 +207,7 @@ impl<W: Write> HlogWriter<W> {
             self.payload.clear();
             self.serializer
                 .serialize(h, &mut self.payload)
-                .map_err(|source| ExportError::Encode {
+                .map_err(|source| HlogError::Encode {
                     path: self.path.clone(),
                     tag: tag.clone(),
                     source,
@@ -204,8 +250,8 @@ pub struct HlogInterval {
 
 /// Reads every interval of the log at `path`. Corrupt or truncated input is
 /// an error naming the file and the line.
-pub fn read_hlog(path: &Path) -> Result<Vec<HlogInterval>, OfflineError> {
-    let file = File::open(path).map_err(|source| OfflineError::Read {
+pub fn read_hlog(path: &Path) -> Result<Vec<HlogInterval>, HlogError> {
+    let file = File::open(path).map_err(|source| HlogError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -213,7 +259,7 @@ pub fn read_hlog(path: &Path) -> Result<Vec<HlogInterval>, OfflineError> {
 }
 
 /// Parses interval log text; `path` only names the input in errors.
-pub fn parse_hlog(path: &Path, bytes: &[u8]) -> Result<Vec<HlogInterval>, OfflineError> {
+pub fn parse_hlog(path: &Path, bytes: &[u8]) -> Result<Vec<HlogInterval>, HlogError> {
     parse_hlog_from(path, bytes)
 }
 
@@ -222,7 +268,7 @@ pub fn parse_hlog(path: &Path, bytes: &[u8]) -> Result<Vec<HlogInterval>, Offlin
 pub fn parse_hlog_from<R: std::io::BufRead>(
     path: &Path,
     mut input: R,
-) -> Result<Vec<HlogInterval>, OfflineError> {
+) -> Result<Vec<HlogInterval>, HlogError> {
     let mut out = Vec::new();
     let mut line = Vec::new();
     let mut idx = 0;
@@ -230,7 +276,7 @@ pub fn parse_hlog_from<R: std::io::BufRead>(
         line.clear();
         let n = input
             .read_until(b'\n', &mut line)
-            .map_err(|source| OfflineError::Read {
+            .map_err(|source| HlogError::Read {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -244,12 +290,12 @@ pub fn parse_hlog_from<R: std::io::BufRead>(
             continue;
         }
         if !line.ends_with(b"\n") {
-            return Err(OfflineError::HlogTruncated {
+            return Err(HlogError::Truncated {
                 path: path.to_path_buf(),
                 line: lineno,
             });
         }
-        let syntax = || OfflineError::HlogSyntax {
+        let syntax = || HlogError::Syntax {
             path: path.to_path_buf(),
             line: lineno,
         };
@@ -263,7 +309,7 @@ pub fn parse_hlog_from<R: std::io::BufRead>(
         };
         let raw = base64::engine::general_purpose::STANDARD
             .decode(ilh.encoded_histogram().trim_end())
-            .map_err(|source| OfflineError::HlogBase64 {
+            .map_err(|source| HlogError::Base64 {
                 path: path.to_path_buf(),
                 line: lineno,
                 source,
@@ -271,7 +317,7 @@ pub fn parse_hlog_from<R: std::io::BufRead>(
         let hist: Histogram<u64> =
             Deserializer::new()
                 .deserialize(&mut &raw[..])
-                .map_err(|source| OfflineError::HlogPayload {
+                .map_err(|source| HlogError::Payload {
                     path: path.to_path_buf(),
                     line: lineno,
                     source,
@@ -402,7 +448,7 @@ mod tests {
         let lines = cut.iter().filter(|&&b| b == b'\n').count() + 1;
         let e = parse_hlog(Path::new("cut.hlog"), cut).unwrap_err();
         assert!(
-            matches!(e, OfflineError::HlogTruncated { line, .. } if line == lines),
+            matches!(e, HlogError::Truncated { line, .. } if line == lines),
             "{e:?}"
         );
         assert!(e.to_string().contains(&format!("cut.hlog:{lines}")), "{e}");
@@ -414,26 +460,17 @@ mod tests {
         let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
         lines[7] = "this is not a log line".to_owned();
         let e = parse_hlog(Path::new("x.hlog"), (lines.join("\n") + "\n").as_bytes()).unwrap_err();
-        assert!(
-            matches!(e, OfflineError::HlogSyntax { line: 8, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, HlogError::Syntax { line: 8, .. }), "{e:?}");
 
         let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
         lines[6] = "Tag=all,0.000,10.000,1.0,HISTFAAA!!!!".to_owned();
         let e = parse_hlog(Path::new("x.hlog"), (lines.join("\n") + "\n").as_bytes()).unwrap_err();
-        assert!(
-            matches!(e, OfflineError::HlogBase64 { line: 7, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, HlogError::Base64 { line: 7, .. }), "{e:?}");
 
         let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
         lines[6] = "Tag=all,0.000,10.000,1.0,SElTVEZBQUFBRVY0".to_owned();
         let e = parse_hlog(Path::new("x.hlog"), (lines.join("\n") + "\n").as_bytes()).unwrap_err();
-        assert!(
-            matches!(e, OfflineError::HlogPayload { line: 7, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, HlogError::Payload { line: 7, .. }), "{e:?}");
         assert!(e.to_string().starts_with("x.hlog:7: "), "{e}");
     }
 
@@ -447,7 +484,7 @@ mod tests {
                 &[("a b".to_owned(), new_histogram())],
             )
             .unwrap_err();
-        assert!(matches!(e, ExportError::BadTag { .. }), "{e:?}");
+        assert!(matches!(e, HlogError::BadTag { .. }), "{e:?}");
     }
 
     #[test]

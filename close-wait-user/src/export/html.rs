@@ -424,7 +424,7 @@ fn histogram_table(o: &mut String, rows: &[HistSummary]) {
     o.push_str(
         "<table><tr><th>tag</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>",
     );
-    let us = |v: u64| escape(&super::offline::fmt_us(v));
+    let us = |v: u64| escape(&report::fmt_us(v));
     for h in rows {
         let _ = write!(
             o,

@@ -1,26 +1,27 @@
 //! `close-wait report FILE... [--merge]`: a human summary of recorded
 //! outputs, without tracing anything.
 //!
-//! Inputs are JSON reports (schema [`REPORT_SCHEMA`]) and interval logs
-//! (`.hlog`). A JSON report gives per-tag percentiles, the stuck sockets and
-//! the counters; an interval log gives per-tag histograms, merged here over
-//! its intervals. With `--merge`, the histograms of every interval log are
-//! added up per tag (exact: HdrHistograms add). JSON reports only hold
-//! percentiles, which cannot be combined exactly, so they stay listed per
-//! file.
+//! Inputs are JSON reports (read back into the one [`Report`] model by
+//! [`super::json`]) and interval logs (`.hlog`, read by [`super::hlog`]). A
+//! JSON report prints its per-tag percentiles, then the same human report
+//! `record` printed ([`crate::report::render`]: counters, groups, why,
+//! threads, stacks, listener lines); an interval log gives per-tag
+//! histograms, merged here over its intervals. With `--merge`, the
+//! histograms of every interval log are added up per tag (exact:
+//! HdrHistograms add). JSON reports only hold percentiles, which cannot be
+//! combined exactly, so they stay listed per file.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 
-use super::hlog::{parse_hlog_from, HlogInterval};
+use super::hlog::{parse_hlog_from, HlogError, HlogInterval};
+use super::json::JsonError;
 use crate::histograms::{new_histogram, tag_order, HistSummary, TAG_OPEN};
-
-/// Schema name of the JSON reports this reader understands.
-pub const REPORT_SCHEMA: &str = "close-wait.report.v1";
+use crate::model::{Report, SCHEMA};
+use crate::report::fmt_us;
 
 /// Errors while reading recorded outputs. Each names the file, and the line
 /// where the input is broken.
@@ -40,36 +41,10 @@ pub enum OfflineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}:{column}: {} JSON report", if source.is_eof() { "truncated" } else { "invalid" })]
-    Json {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("{path}: schema is '{found}', expected '{REPORT_SCHEMA}' (is it a close-wait JSON report of this version?)")]
-    Schema { path: PathBuf, found: String },
-    #[error("{path}:{line}: not an interval log line (expected a comment or Tag=..,start,length,max,payload)")]
-    HlogSyntax { path: PathBuf, line: usize },
-    #[error(
-        "{path}:{line}: truncated line (was the writer killed? every line before it is complete)"
-    )]
-    HlogTruncated { path: PathBuf, line: usize },
-    #[error("{path}:{line}: histogram payload is not base64")]
-    HlogBase64 {
-        path: PathBuf,
-        line: usize,
-        #[source]
-        source: base64::DecodeError,
-    },
-    #[error("{path}:{line}: histogram payload cannot be decoded")]
-    HlogPayload {
-        path: PathBuf,
-        line: usize,
-        #[source]
-        source: hdrhistogram::serialization::DeserializeError,
-    },
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error(transparent)]
+    Hlog(#[from] HlogError),
     #[error("{path}: cannot add up histograms of tag '{tag}'")]
     Merge {
         path: PathBuf,
@@ -77,71 +52,6 @@ pub enum OfflineError {
         #[source]
         source: hdrhistogram::AdditionError,
     },
-}
-
-#[derive(Deserialize)]
-struct SchemaOnly {
-    schema: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct JsonReport {
-    #[serde(default)]
-    histograms: Vec<HistSummary>,
-    #[serde(default)]
-    counters: BTreeMap<String, u64>,
-    #[serde(default)]
-    stuck: Vec<StuckSocket>,
-}
-
-#[derive(Deserialize)]
-struct StuckSocket {
-    local: String,
-    remote: String,
-    age_ms: u64,
-    #[serde(default)]
-    holders: Vec<Holder>,
-    #[serde(default)]
-    diagnosis: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Holder {
-    pid: u32,
-    comm: String,
-}
-
-fn json_error(path: &Path, source: serde_json::Error) -> OfflineError {
-    OfflineError::Json {
-        path: path.to_path_buf(),
-        line: source.line(),
-        column: source.column(),
-        source,
-    }
-}
-
-/// Reads a JSON report from `file` in two streamed passes (the schema
-/// first, so a foreign document is named as such rather than as a field
-/// error), reading at most `max` bytes.
-fn read_json(path: &Path, file: &mut std::fs::File, max: u64) -> Result<JsonReport, OfflineError> {
-    use std::io::{BufReader, Read as _, Seek as _};
-    let read_err = |source| OfflineError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let head: SchemaOnly = serde_json::from_reader(BufReader::new((&*file).take(max)))
-        .map_err(|e| json_error(path, e))?;
-    match head.schema.as_deref() {
-        Some(REPORT_SCHEMA) => {}
-        other => {
-            return Err(OfflineError::Schema {
-                path: path.to_path_buf(),
-                found: other.unwrap_or("(missing)").to_owned(),
-            })
-        }
-    }
-    file.rewind().map_err(read_err)?;
-    serde_json::from_reader(BufReader::new((&*file).take(max))).map_err(|e| json_error(path, e))
 }
 
 /// Whether `path` holds a JSON report (by extension, else by a leading `{`
@@ -154,33 +64,6 @@ fn is_json(path: &Path, bytes: &[u8]) -> bool {
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|&b| b == b'{'),
-    }
-}
-
-/// A duration in microseconds with about 3 significant digits and a unit.
-pub fn fmt_us(us: u64) -> String {
-    let f = us as f64;
-    let sig3 = |v: f64, unit: &str| {
-        if v < 10.0 {
-            format!("{v:.2}{unit}")
-        } else if v < 100.0 {
-            format!("{v:.1}{unit}")
-        } else {
-            format!("{v:.0}{unit}")
-        }
-    };
-    if us < 1_000 {
-        format!("{us}us")
-    } else if us < 1_000_000 {
-        sig3(f / 1e3, "ms")
-    } else if us < 60_000_000 {
-        sig3(f / 1e6, "s")
-    } else if us < 3_600_000_000 {
-        let s = (us + 500_000) / 1_000_000;
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        let m = (us + 30_000_000) / 60_000_000;
-        format!("{}h{:02}m", m / 60, m % 60)
     }
 }
 
@@ -215,22 +98,10 @@ fn render_table(out: &mut String, rows: &[HistSummary]) {
 const TABLE_NOTE: &str =
     "CLOSE_WAIT durations of closed sockets; 'open' = ages of sockets still in CLOSE_WAIT";
 
-fn diagnosis_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(o) => ["summary", "message", "text", "kind"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| v.to_string()),
-        other => other.to_string(),
-    }
-}
-
-/// Stuck sockets listed per JSON report unless `--all`: the oldest ones.
-pub const STUCK_SHOWN: usize = 10;
-
-fn render_json(out: &mut String, path: &Path, r: &JsonReport, all: bool) {
-    let _ = writeln!(out, "{} (JSON report, {REPORT_SCHEMA})", path.display());
+/// A JSON report: its per-tag percentiles, then the human report as
+/// `record` printed it.
+fn render_json(out: &mut String, path: &Path, r: &Report, all: bool) {
+    let _ = writeln!(out, "{} (JSON report, {SCHEMA})", path.display());
     if r.histograms.is_empty() {
         let _ = writeln!(out, "  histograms: none");
     } else {
@@ -239,53 +110,8 @@ fn render_json(out: &mut String, path: &Path, r: &JsonReport, all: bool) {
         rows.sort_by(|a, b| tag_order(&a.tag).cmp(&tag_order(&b.tag)));
         render_table(out, &rows);
     }
-    let _ = writeln!(out, "  stuck sockets: {}", r.stuck.len());
-    let mut stuck: Vec<&StuckSocket> = r.stuck.iter().collect();
-    stuck.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
-    let hidden = if all {
-        0
-    } else {
-        stuck.len().saturating_sub(STUCK_SHOWN)
-    };
-    stuck.truncate(stuck.len() - hidden);
-    for s in stuck {
-        let holders = if s.holders.is_empty() {
-            "no holder found".to_owned()
-        } else {
-            let h: Vec<String> = s
-                .holders
-                .iter()
-                .map(|h| format!("{} {}", h.pid, h.comm))
-                .collect();
-            format!("held by {}", h.join(", "))
-        };
-        let _ = writeln!(
-            out,
-            "    {} <- {}  in CLOSE_WAIT for {}  {holders}",
-            s.local,
-            s.remote,
-            fmt_us(s.age_ms.saturating_mul(1000))
-        );
-        if let Some(d) = s.diagnosis.as_ref().filter(|d| !d.is_null()) {
-            let _ = writeln!(out, "      diagnosis: {}", diagnosis_text(d));
-        }
-    }
-    if hidden > 0 {
-        let _ = writeln!(
-            out,
-            "    ... and {} more (--all lists every one)",
-            crate::report::thousands(hidden as u64)
-        );
-    }
-    if r.counters.is_empty() {
-        let _ = writeln!(out, "  counters: none");
-    } else {
-        let _ = writeln!(out, "  counters:");
-        let w = r.counters.keys().map(String::len).max().unwrap_or(0);
-        for (k, v) in &r.counters {
-            let _ = writeln!(out, "    {k:<w$} {v:>12}");
-        }
-    }
+    out.push('\n');
+    out.push_str(&crate::report::render(r, all));
 }
 
 /// Adds the intervals of one log into `merged`, per tag (untagged lines
@@ -354,7 +180,7 @@ fn render_hlog(out: &mut String, title: &str, intervals: &[HlogInterval], rows: 
 }
 
 enum Input {
-    Json(JsonReport),
+    Json(Box<Report>),
     Hlog(Vec<HlogInterval>),
 }
 
@@ -419,7 +245,9 @@ fn load(path: &Path, max: u64) -> Result<Input, OfflineError> {
         source,
     })?;
     if json {
-        Ok(Input::Json(read_json(path, &mut file, max)?))
+        Ok(Input::Json(Box::new(super::json::read(
+            path, &mut file, max,
+        )?)))
     } else {
         Ok(Input::Hlog(parse_hlog_from(
             path,
@@ -438,7 +266,8 @@ pub fn report(paths: &[PathBuf], merge: bool, max_bytes: u64) -> Result<String, 
 }
 
 /// [`report`], listing every stuck socket of the JSON reports when `all`
-/// (else the oldest [`STUCK_SHOWN`] and a count).
+/// (else per group the oldest [`crate::report::SHOWN_PER_GROUP`] and a
+/// count).
 pub fn report_listing(
     paths: &[PathBuf],
     merge: bool,
@@ -516,7 +345,7 @@ pub fn html_page(paths: &[PathBuf], max_bytes: u64) -> Result<String, OfflineErr
     }
     let mut merged = BTreeMap::new();
     let mut timeline = None;
-    let mut summaries = Vec::new();
+    let mut first_report: Option<Box<Report>> = None;
     for p in paths {
         match load(p, max_bytes)? {
             Input::Hlog(iv) => {
@@ -524,19 +353,21 @@ pub fn html_page(paths: &[PathBuf], max_bytes: u64) -> Result<String, OfflineErr
                 timeline.get_or_insert_with(|| html::timeline_of_log(&iv));
             }
             Input::Json(r) => {
-                if summaries.is_empty() {
-                    summaries = r.histograms;
-                }
+                first_report.get_or_insert(r);
             }
         }
     }
     let curves = if merged.is_empty() {
-        summaries.iter().map(Curve::of_summary).collect()
+        first_report
+            .iter()
+            .flat_map(|r| &r.histograms)
+            .map(Curve::of_summary)
+            .collect()
     } else {
         merged.iter().map(|(t, h)| Curve::of(t, h)).collect()
     };
     let page = Page {
-        report: None,
+        report: first_report.as_deref(),
         curves,
         timeline: timeline.unwrap_or_default(),
         sources: paths.iter().map(|p| p.display().to_string()).collect(),
@@ -587,6 +418,7 @@ mod tests {
 
     #[test]
     fn formats_durations() {
+        use crate::report::fmt_us;
         assert_eq!(fmt_us(0), "0us");
         assert_eq!(fmt_us(999), "999us");
         assert_eq!(fmt_us(1_234), "1.23ms");
@@ -685,30 +517,15 @@ mod tests {
         assert_eq!(row(&text, "all")[1], "2", "{text}");
     }
 
+    /// A report as `record` writes it, with a field of a later version.
     fn sample_json() -> String {
-        serde_json::json!({
-            "schema": "close-wait.report.v1",
-            "histograms": [
-                {"tag": "port:80", "count": 2, "min_us": 5, "p50_us": 5, "p90_us": 9,
-                 "p99_us": 9, "p999_us": 9, "max_us": 9, "mean_us": 7.0},
-                {"tag": "all", "count": 2, "min_us": 5, "p50_us": 5, "p90_us": 9,
-                 "p99_us": 9, "p999_us": 9, "max_us": 9, "mean_us": 7.0}
-            ],
-            "counters": {"entered": 7, "lost_events": 0},
-            "stuck": [
-                {"local": "127.0.0.1:8080", "remote": "127.0.0.1:40000", "age_ms": 61000,
-                 "holders": [{"pid": 42, "comm": "server", "fd": 7}],
-                 "diagnosis": {"kind": "never_read", "summary": "request never read"}},
-                {"local": "127.0.0.1:8080", "remote": "127.0.0.1:40002", "age_ms": 5000,
-                 "holders": [], "diagnosis": null}
-            ],
-            "future_field": true
-        })
-        .to_string()
+        let mut v = serde_json::to_value(crate::model::tests::sample()).unwrap();
+        v["future_field"] = true.into();
+        v.to_string()
     }
 
     #[test]
-    fn json_report_summary() {
+    fn json_report_summary_is_the_live_report() {
         let d = TempDir::new("offline-json");
         let p = d.0.join("r.json");
         std::fs::write(&p, sample_json()).unwrap();
@@ -723,16 +540,20 @@ mod tests {
         );
         // all sorts before port:80 although it came second
         assert!(text.find("    all").unwrap() < text.find("    port:80").unwrap());
-        assert!(text.contains("stuck sockets: 2"), "{text}");
-        assert!(
-            text.contains(
-                "127.0.0.1:8080 <- 127.0.0.1:40000  in CLOSE_WAIT for 1m01s  held by 42 server"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("diagnosis: request never read"), "{text}");
-        assert!(text.contains("no holder found"), "{text}");
-        assert_eq!(row(&text, "entered"), ["entered", "7"]);
+        // Then the human report, exactly as the live run rendered it:
+        // counters, groups with why and stack, sockets, closed-late.
+        let live = crate::report::render(&crate::model::tests::sample(), false);
+        assert!(text.ends_with(&live), "{text}\n--- live:\n{live}");
+        for needle in [
+            "CLOSE_WAIT entered 7,",
+            "\nNEVER-READ x1  server[42] <- peer 127.0.0.1  oldest 1.0m",
+            "\n  why: 17 bytes arrived that were never read\n",
+            "\n  created at:\n    accept4\n",
+            "held by server[42] fd 7",
+            "\nCLOSED-LATE x1  server[42]",
+        ] {
+            assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+        }
     }
 
     #[test]
@@ -761,11 +582,11 @@ mod tests {
         assert!(
             matches!(
                 e,
-                OfflineError::Json {
+                OfflineError::Json(JsonError::Syntax {
                     line: 3,
                     column: 13,
                     ..
-                }
+                })
             ),
             "{e:?}"
         );
@@ -782,7 +603,10 @@ mod tests {
         let full = sample_json();
         std::fs::write(&p, &full[..full.len() / 2]).unwrap();
         let e = report(&[p], false, 1 << 30).unwrap_err();
-        assert!(matches!(e, OfflineError::Json { line: 1, .. }), "{e:?}");
+        assert!(
+            matches!(e, OfflineError::Json(JsonError::Syntax { line: 1, .. })),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("cut.json:1:"), "{e}");
         assert!(e.to_string().contains("truncated JSON report"), "{e}");
         // the cause is printed once, by the error chain
@@ -797,17 +621,24 @@ mod tests {
         let p = d.0.join("other.json");
         std::fs::write(&p, r#"{"schema": "something.else"}"#).unwrap();
         let e = report(std::slice::from_ref(&p), false, 1 << 30).unwrap_err();
-        assert!(matches!(e, OfflineError::Schema { ref found, .. } if found == "something.else"));
+        assert!(
+            matches!(e, OfflineError::Json(JsonError::Schema { ref found, .. }) if found == "something.else")
+        );
         std::fs::write(&p, r#"{"stuck": []}"#).unwrap();
         let e = report(std::slice::from_ref(&p), false, 1 << 30).unwrap_err();
-        assert!(matches!(e, OfflineError::Schema { ref found, .. } if found == "(missing)"));
+        assert!(
+            matches!(e, OfflineError::Json(JsonError::Schema { ref found, .. }) if found == "(missing)")
+        );
         std::fs::write(
             &p,
             "{\"schema\": \"close-wait.report.v1\",\n\"counters\": {\"x\": -1}}",
         )
         .unwrap();
         let e = report(&[p], false, 1 << 30).unwrap_err();
-        assert!(matches!(e, OfflineError::Json { line: 2, .. }), "{e:?}");
+        assert!(
+            matches!(e, OfflineError::Json(JsonError::Syntax { line: 2, .. })),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -821,7 +652,7 @@ mod tests {
         let line = cut.iter().filter(|&&b| b == b'\n').count() + 1;
         let e = report(&[p], false, 1 << 30).unwrap_err();
         assert!(
-            matches!(e, OfflineError::HlogTruncated { line: l, .. } if l == line),
+            matches!(e, OfflineError::Hlog(HlogError::Truncated { line: l, .. }) if l == line),
             "{e:?}"
         );
         assert!(

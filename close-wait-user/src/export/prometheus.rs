@@ -43,7 +43,20 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::ExportError;
+/// Errors while setting up the `/metrics` endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum PrometheusError {
+    #[error(
+        "invalid listen address '{input}': {reason} (use PORT, :PORT, IP:PORT or [IPv6]:PORT)"
+    )]
+    ListenAddr { input: String, reason: &'static str },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Upper bounds (seconds) of the duration histogram buckets, 1 ms to 1 h.
 pub const DURATION_BUCKETS: [f64; 16] = [
@@ -254,8 +267,8 @@ impl Metrics {
 /// Parses the `--metrics` listen address: `PORT` or `:PORT` listen on
 /// 127.0.0.1 only; `IP:PORT` and `[IPv6]:PORT` as given (e.g. `0.0.0.0:9100`
 /// to expose it); `localhost:PORT` is 127.0.0.1.
-pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, ExportError> {
-    let err = |reason| ExportError::ListenAddr {
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, PrometheusError> {
+    let err = |reason| PrometheusError::ListenAddr {
         input: s.to_owned(),
         reason,
     };
@@ -277,14 +290,14 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, ExportError> {
 
 /// Binds the metrics listener (before anything is attached, so a busy port
 /// fails early).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ExportError> {
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, PrometheusError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ExportError::Bind { addr, source })
+        .map_err(|source| PrometheusError::Bind { addr, source })
 }
 
 /// Binds `addr` and serves `/metrics` until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), ExportError> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), PrometheusError> {
     let listener = bind(addr).await?;
     serve_on(listener, metrics).await;
     Ok(())

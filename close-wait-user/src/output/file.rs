@@ -31,10 +31,41 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::export::ExportError;
-
 /// Mode of created files unless asked otherwise.
 pub const DEFAULT_MODE: u32 = 0o600;
+
+/// Errors while claiming and writing an output file. A cause (an I/O error,
+/// say) is the error's `source()`, not repeated in its message: print the
+/// chain (anyhow's `{:#}`) to see both.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("output {path}: directory {dir} does not exist")]
+    MissingDir { path: PathBuf, dir: PathBuf },
+    #[error("output {path}: {dir} is not a directory")]
+    ParentNotDir { path: PathBuf, dir: PathBuf },
+    #[error("output {path}: cannot create files in {dir}")]
+    DirNotWritable {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("output {path} is a directory; give a file name")]
+    IsDirectory { path: PathBuf },
+    #[error("refusing to write {path}: it is a symbolic link (remove it or pick another path)")]
+    Symlink { path: PathBuf },
+    #[error("refusing to write {path}: it is {kind}, not a regular file (remove it or pick another path)")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("refusing to write {path}: another close-wait is writing it")]
+    Locked { path: PathBuf },
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -134,7 +165,7 @@ impl OutputFile {
     /// and anything else is written 0600. Refused with one line: a missing
     /// or unwritable directory, a path that is a directory, a symlink, a
     /// device, FIFO or socket, and a path another close-wait has claimed.
-    pub fn claim(path: &Path, mode: Option<u32>) -> Result<OutputFile, ExportError> {
+    pub fn claim(path: &Path, mode: Option<u32>) -> Result<OutputFile, OutputError> {
         let dir = parent_dir(path);
         let dir_meta = check_dir(path, &dir)?;
         let existing = match fs::symlink_metadata(path) {
@@ -144,7 +175,7 @@ impl OutputFile {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => {
-                return Err(ExportError::Io {
+                return Err(OutputError::Io {
                     action: "inspect",
                     path: path.to_path_buf(),
                     source,
@@ -152,17 +183,17 @@ impl OutputFile {
             }
         };
         let Some(name) = path.file_name() else {
-            return Err(ExportError::IsDirectory {
+            return Err(OutputError::IsDirectory {
                 path: path.to_path_buf(),
             });
         };
         let lock = lock(&dir_meta, name)
-            .map_err(|source| ExportError::Io {
+            .map_err(|source| OutputError::Io {
                 action: "lock",
                 path: path.to_path_buf(),
                 source,
             })?
-            .ok_or_else(|| ExportError::Locked {
+            .ok_or_else(|| OutputError::Locked {
                 path: path.to_path_buf(),
             })?;
         let mode = match (mode, &existing) {
@@ -190,14 +221,14 @@ impl OutputFile {
 
     /// Creates and removes a temp file: exact where permission bits are not
     /// (read-only mounts, root, ACLs).
-    fn probe(&self, dir: &Path) -> Result<(), ExportError> {
+    fn probe(&self, dir: &Path) -> Result<(), OutputError> {
         let probe = temp_path(&self.path, "probe");
         match create_exclusive(&probe, self.mode) {
             Ok(_) => {
                 let _ = fs::remove_file(&probe);
                 Ok(())
             }
-            Err(source) => Err(ExportError::DirNotWritable {
+            Err(source) => Err(OutputError::DirNotWritable {
                 path: self.path.clone(),
                 dir: dir.to_path_buf(),
                 source,
@@ -209,21 +240,21 @@ impl OutputFile {
     /// new one, never a partial one. The temp file is fsynced, locked and
     /// renamed over the path; the directory is fsynced last. On failure the
     /// old file is left as it was.
-    pub fn replace(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+    pub fn replace(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
         self.install(bytes).map(drop)
     }
 
     /// Puts a fresh file with `bytes` at the path and returns it, open for
     /// writing more (an interval log grows this way).
-    pub fn stream(&mut self, bytes: &[u8]) -> Result<File, ExportError> {
+    pub fn stream(&mut self, bytes: &[u8]) -> Result<File, OutputError> {
         self.install(bytes)
     }
 
-    fn install(&mut self, bytes: &[u8]) -> Result<File, ExportError> {
+    fn install(&mut self, bytes: &[u8]) -> Result<File, OutputError> {
         let tmp = temp_path(&self.path, "tmp");
         let io_err = |action: &'static str, p: &Path| {
             let p = p.to_path_buf();
-            move |source| ExportError::Io {
+            move |source| OutputError::Io {
                 action,
                 path: p,
                 source,
@@ -247,38 +278,38 @@ impl OutputFile {
     }
 }
 
-fn refuse_non_regular(path: &Path, m: &fs::Metadata) -> Result<(), ExportError> {
+fn refuse_non_regular(path: &Path, m: &fs::Metadata) -> Result<(), OutputError> {
     let ft = m.file_type();
     if ft.is_file() {
         Ok(())
     } else if ft.is_dir() {
-        Err(ExportError::IsDirectory {
+        Err(OutputError::IsDirectory {
             path: path.to_path_buf(),
         })
     } else if ft.is_symlink() {
-        Err(ExportError::Symlink {
+        Err(OutputError::Symlink {
             path: path.to_path_buf(),
         })
     } else {
-        Err(ExportError::NotRegular {
+        Err(OutputError::NotRegular {
             path: path.to_path_buf(),
             kind: kind_of(ft),
         })
     }
 }
 
-fn check_dir(path: &Path, dir: &Path) -> Result<fs::Metadata, ExportError> {
+fn check_dir(path: &Path, dir: &Path) -> Result<fs::Metadata, OutputError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(m),
-        Ok(_) => Err(ExportError::ParentNotDir {
+        Ok(_) => Err(OutputError::ParentNotDir {
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ExportError::MissingDir {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OutputError::MissingDir {
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
         }),
-        Err(source) => Err(ExportError::DirNotWritable {
+        Err(source) => Err(OutputError::DirNotWritable {
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
             source,
@@ -377,11 +408,11 @@ mod tests {
         let p = d.0.join("r.hlog");
         let first = OutputFile::claim(&p, None).unwrap();
         let e = OutputFile::claim(&p, None).unwrap_err();
-        assert!(matches!(e, ExportError::Locked { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::Locked { .. }), "{e:?}");
         assert!(e.to_string().contains("r.hlog"), "{e}");
         // the same path spelled another way is the same output
         let e = OutputFile::claim(&d.0.join(".").join("r.hlog"), None).unwrap_err();
-        assert!(matches!(e, ExportError::Locked { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::Locked { .. }), "{e:?}");
         // another name in the same directory is not
         let _other = OutputFile::claim(&d.0.join("r.json"), None).unwrap();
         drop(first);
@@ -398,11 +429,11 @@ mod tests {
         let e = OutputFile::claim(&fifo, None).unwrap_err();
         assert!(e.to_string().contains("is a FIFO"), "{e}");
         let e = OutputFile::claim(&d.0, None).unwrap_err();
-        assert!(matches!(e, ExportError::IsDirectory { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::IsDirectory { .. }), "{e:?}");
         let link = d.0.join("link");
         symlink(d.0.join("elsewhere"), &link).unwrap();
         let e = OutputFile::claim(&link, None).unwrap_err();
-        assert!(matches!(e, ExportError::Symlink { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::Symlink { .. }), "{e:?}");
         let sock = d.0.join("sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let e = OutputFile::claim(&sock, None).unwrap_err();
@@ -414,14 +445,14 @@ mod tests {
     fn refuses_missing_or_unwritable_dirs() {
         let d = TempDir::new("out-dirs");
         let e = OutputFile::claim(&d.0.join("nope/out.json"), None).unwrap_err();
-        assert!(matches!(e, ExportError::MissingDir { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::MissingDir { .. }), "{e:?}");
         let f = d.0.join("file");
         fs::write(&f, b"x").unwrap();
         let e = OutputFile::claim(&f.join("out"), None).unwrap_err();
-        assert!(matches!(e, ExportError::ParentNotDir { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::ParentNotDir { .. }), "{e:?}");
         // procfs refuses new files even to root, unlike mode bits.
         let e = OutputFile::claim(Path::new("/proc/close-wait-test-out.json"), None).unwrap_err();
-        assert!(matches!(e, ExportError::DirNotWritable { .. }), "{e:?}");
+        assert!(matches!(e, OutputError::DirNotWritable { .. }), "{e:?}");
     }
 
     #[test]

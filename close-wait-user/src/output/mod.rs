@@ -6,4 +6,4 @@
 pub mod file;
 pub mod stdout;
 
-pub use file::{OutputFile, DEFAULT_MODE};
+pub use file::{OutputError, OutputFile, DEFAULT_MODE};
