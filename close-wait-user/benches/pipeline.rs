@@ -72,4 +72,38 @@ fn main() {
     );
     let s = hist.summaries();
     println!("  check: histogram 'all' holds {} episodes", s[0].count);
+    tracker_at_its_bound();
+}
+
+/// New sockets entering CLOSE_WAIT while the tracker is full (leaks beyond
+/// --max-sockets): each one evicts the oldest.
+fn tracker_at_its_bound() {
+    const BOUND: u64 = 65_536;
+    let enter = |sk: u64| {
+        events::decode(&event(
+            sk,
+            sk,
+            tcp_state::ESTABLISHED,
+            tcp_state::CLOSE_WAIT,
+        ))
+        .unwrap()
+    };
+    let recs: Vec<_> = (0..2 * BOUND)
+        .map(|i| enter(0xffff_0000_0000 + i * 64))
+        .collect();
+    let mut tracker = Tracker::new(BOUND as usize);
+    for r in &recs[..BOUND as usize] {
+        tracker.on_record(r);
+    }
+    let start = Instant::now();
+    for r in &recs[BOUND as usize..] {
+        tracker.on_record(r);
+    }
+    let el = start.elapsed();
+    black_box(&tracker);
+    println!(
+        "  tracker full ({BOUND} open): {:.0} ns per new socket (evicts the oldest; {} evicted)",
+        el.as_nanos() as f64 / BOUND as f64,
+        tracker.counters.tracker_dropped
+    );
 }

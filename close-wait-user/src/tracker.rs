@@ -10,7 +10,11 @@
 //!   task on CPU is not the owner, so no closer is recorded);
 //! - `open`: still in CLOSE_WAIT.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
+    net::SocketAddr,
+};
 
 use close_wait_common::tcp_state::{CLOSE, CLOSE_WAIT, LAST_ACK};
 use serde::Serialize;
@@ -51,7 +55,35 @@ pub struct OpenSocket {
     pub remote: SocketAddr,
     pub entered_ns: u64,
     reset_received: bool,
+    /// Position in the eviction queue: an entry of the queue whose sequence
+    /// is not the socket's current one is stale.
+    seq: u64,
 }
+
+/// Hashes a socket's kernel address (a pointer: its low bits are
+/// alignment, its high bits constant) by one multiplication, much cheaper
+/// than SipHash; the addresses come from the kernel, not from an attacker
+/// who could choose them to collide.
+#[derive(Default)]
+pub struct SkHasher(u64);
+
+impl Hasher for SkHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fibonacci hashing; the high bits (which hashbrown uses for its
+        // control bytes) depend on every bit of the address.
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SkMap<V> = HashMap<u64, V, BuildHasherDefault<SkHasher>>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
@@ -70,9 +102,18 @@ pub struct Counters {
 }
 
 /// Per-socket CLOSE_WAIT state machine.
+///
+/// At most `max_open` sockets are followed; at the bound the one that
+/// entered first is dropped, in O(1): `order` lists (socket, sequence) in
+/// entry order, and an entry whose socket left (or entered again, with a
+/// new sequence) is skipped when it reaches the front. The queue is
+/// compacted when stale entries outnumber live ones, so it stays within
+/// twice the open sockets (amortized O(1) per event).
 #[derive(Debug)]
 pub struct Tracker {
-    open: HashMap<u64, OpenSocket>,
+    open: SkMap<OpenSocket>,
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
     max_open: usize,
     pub counters: Counters,
 }
@@ -81,10 +122,42 @@ impl Tracker {
     /// `max_open` bounds the memory userspace spends on open sockets.
     pub fn new(max_open: usize) -> Self {
         Tracker {
-            open: HashMap::new(),
+            open: SkMap::default(),
+            order: VecDeque::new(),
+            next_seq: 0,
             max_open: max_open.max(1),
             counters: Counters::default(),
         }
+    }
+
+    /// Drops the socket that entered first (its report still finds it
+    /// through the socket table; only its exact entry time is lost).
+    fn evict_oldest(&mut self) {
+        while let Some((sk, seq)) = self.order.pop_front() {
+            if self.open.get(&sk).is_some_and(|s| s.seq == seq) {
+                self.open.remove(&sk);
+                self.counters.tracker_dropped += 1;
+                return;
+            }
+        }
+    }
+
+    /// Removes the stale entries of the eviction queue once they are more
+    /// than the live ones.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.open.len() + 64 {
+            let open = &self.open;
+            self.order
+                .retain(|(sk, seq)| open.get(sk).is_some_and(|s| s.seq == *seq));
+        }
+    }
+
+    fn remove(&mut self, sk: u64) -> Option<OpenSocket> {
+        let s = self.open.remove(&sk);
+        if s.is_some() {
+            self.compact();
+        }
+        s
     }
 
     /// Feeds one event; returns the episode it ended, if any.
@@ -104,7 +177,7 @@ impl Tracker {
             }
             Kind::SendReset => None,
             Kind::Destroy => {
-                if self.open.remove(&r.skaddr).is_some() {
+                if self.remove(r.skaddr).is_some() {
                     self.counters.destroyed_while_open += 1;
                 }
                 None
@@ -118,18 +191,11 @@ impl Tracker {
         };
         self.counters.close_wait_entered += 1;
         if self.open.len() >= self.max_open && !self.open.contains_key(&r.skaddr) {
-            // Drop the oldest: the report still finds it through the socket
-            // table, only its exact entry time is lost.
-            if let Some(oldest) = self
-                .open
-                .values()
-                .min_by_key(|s| s.entered_ns)
-                .map(|s| s.skaddr)
-            {
-                self.open.remove(&oldest);
-                self.counters.tracker_dropped += 1;
-            }
+            self.evict_oldest();
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.push_back((r.skaddr, seq));
         self.open.insert(
             r.skaddr,
             OpenSocket {
@@ -139,12 +205,14 @@ impl Tracker {
                 remote,
                 entered_ns: r.ts_ns,
                 reset_received: false,
+                seq,
             },
         );
+        self.compact();
     }
 
     fn exit(&mut self, r: &Record) -> Episode {
-        let prev = self.open.remove(&r.skaddr);
+        let prev = self.remove(r.skaddr);
         // The kernel flags a reset it saw just before this exit even when
         // the socket is untracked (entered before attach, evicted), whose
         // reset event never reaches us.
@@ -427,6 +495,62 @@ mod tests {
             .unwrap();
         assert_eq!(ep.duration_ns(), Some(60));
         assert_eq!(t.counters.close_wait_entered, 2);
+    }
+
+    #[test]
+    fn eviction_follows_entry_order_across_exits_and_reentries() {
+        let mut t = Tracker::new(3);
+        for sk in 1..=3 {
+            t.on_record(&state(sk * 10, sk, ESTABLISHED, CLOSE_WAIT, 1));
+        }
+        // 1 leaves, 2 enters again (now the newest): 3 is the oldest.
+        t.on_record(&state(40, 1, CLOSE_WAIT, LAST_ACK, 1));
+        t.on_record(&other(Kind::Destroy, 41, 2));
+        t.on_record(&state(50, 2, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&state(60, 4, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&state(70, 5, ESTABLISHED, CLOSE_WAIT, 1));
+        let mut open: Vec<u64> = t.open_sockets().map(|s| s.skaddr).collect();
+        open.sort();
+        assert_eq!(open, [2, 4, 5]);
+        assert_eq!(t.counters.tracker_dropped, 1);
+        // Churn below the bound leaves no pile of stale queue entries.
+        t.on_record(&state(80, 5, CLOSE_WAIT, LAST_ACK, 1));
+        for i in 0..10_000u64 {
+            t.on_record(&state(100 + i, 1000 + i, ESTABLISHED, CLOSE_WAIT, 1));
+            t.on_record(&state(100 + i, 1000 + i, CLOSE_WAIT, LAST_ACK, 1));
+        }
+        assert!(
+            t.order.len() <= 2 * t.open_count() + 64,
+            "{}",
+            t.order.len()
+        );
+        assert_eq!(t.counters.tracker_dropped, 1);
+    }
+
+    /// At its bound every new socket evicts one: that costs O(1), not a
+    /// scan of the open sockets (65,536 of them: 177 us per new socket
+    /// with a scan, 11.6 s for this loop in a release build).
+    #[test]
+    fn eviction_at_the_bound_is_constant_time() {
+        const BOUND: u64 = 65_536;
+        let mut t = Tracker::new(BOUND as usize);
+        for sk in 0..BOUND {
+            t.on_record(&state(sk, sk, ESTABLISHED, CLOSE_WAIT, 1));
+        }
+        let start = std::time::Instant::now();
+        for sk in BOUND..2 * BOUND {
+            t.on_record(&state(sk, sk, ESTABLISHED, CLOSE_WAIT, 1));
+        }
+        let took = start.elapsed();
+        eprintln!(
+            "{BOUND} evictions at the bound: {took:?}, {:.0} ns per new socket",
+            took.as_nanos() as f64 / BOUND as f64
+        );
+        assert_eq!(t.counters.tracker_dropped, BOUND);
+        assert!(t.open_sockets().all(|s| s.skaddr >= BOUND));
+        // Unoptimized test build on a shared machine: a wide margin, still
+        // far below the scan's 11.6 s (optimized).
+        assert!(took < std::time::Duration::from_secs(3), "{took:?}");
     }
 
     #[test]
