@@ -662,3 +662,40 @@ fn blocked_workers_are_shown_asleep_in_pipe_write() {
     );
     drop(rd);
 }
+
+/// `--stacks none` keeps who created the socket but takes no stack;
+/// `--stacks user+kernel` is `--kernel-stacks`.
+#[test]
+fn stacks_choice_none_and_user_kernel() {
+    if !privileged("stacks_choice_none_and_user_kernel") {
+        return;
+    }
+    let (out, pid, fd, local, remote) = leaky_scenario(&["--stacks", "none"]);
+    let e = one(&out.json, "stuck", &local, &remote);
+    let ctx = pretty(e);
+    assert_eq!(e["origin"], "connect", "{ctx}");
+    assert_eq!(e["origin_task"]["pid"], pid, "{ctx}");
+    assert_eq!(e["origin_task"]["comm"], "leaky", "{ctx}");
+    assert_eq!(
+        holders(&e["holders"]),
+        vec![(pid as u64, fd as u64)],
+        "{ctx}"
+    );
+    assert_eq!(e["stack"], serde_json::json!([]), "{ctx}");
+    assert_eq!(e["kernel_stack"], serde_json::json!([]), "{ctx}");
+    assert_eq!(e["stack_note"], "no stack taken (--stacks none)", "{ctx}");
+    assert_eq!(out.json["counters"]["stacks_failed"], 0, "{ctx}");
+
+    let (out, _, _, local, remote) = leaky_scenario(&["--stacks", "user+kernel"]);
+    let e = one(&out.json, "stuck", &local, &remote);
+    assert!(stack_text(e).contains("serve_requests"), "{}", pretty(e));
+    assert!(
+        e["kernel_stack"].as_array().unwrap().iter().any(|f| f
+            .as_str()
+            .unwrap()
+            .starts_with("tcp_v4_connect+")
+            || f.as_str().unwrap().starts_with("__sys_connect+")),
+        "{}",
+        pretty(e)
+    );
+}

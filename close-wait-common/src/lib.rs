@@ -136,10 +136,15 @@ pub mod counter {
     pub const STACK_FAILED: u32 = 4;
     /// Tracepoint record could not be read.
     pub const READ_FAILED: u32 = 5;
-    /// Sockets removed from the CLOSE_WAIT map on tcp_destroy_sock.
-    /// Evictions = inserted - removed - entries still in the map.
+    /// Sockets removed from the CLOSE_WAIT map (tcp_destroy_sock).
+    /// Entries in the map = inserted - removed, exactly: the map is a plain
+    /// hash that never drops an entry by itself.
     pub const SOCK_REMOVED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// CLOSE_WAIT entries the map could not take because it was full
+    /// (`--max-sockets`): counted as evictions; the socket is still followed
+    /// from its events, without a kernel-side entry time.
+    pub const SOCK_EVICTED: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Tracepoint field offsets, read from tracefs `format` files by userspace and
@@ -184,6 +189,13 @@ pub struct OtherOffsets {
     pub fork_child_pid: u32,
 }
 const _: () = assert!(size_of::<OtherOffsets>() == 32);
+
+/// `STACK_MODE` global values (`--stacks`).
+pub mod stack_mode {
+    pub const NONE: u8 = 0;
+    pub const USER: u8 = 1;
+    pub const USER_KERNEL: u8 = 2;
+}
 
 /// Offsets (bytes) to a socket's network namespace inode, from BTF:
 /// `((struct sock *)sk)->__sk_common.skc_net` is the `struct net *`, and

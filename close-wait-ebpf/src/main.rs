@@ -18,8 +18,8 @@ use aya_ebpf::{
     Global,
 };
 use close_wait_common::{
-    counter, flags, kind, origin, tcp_state, Event, FdKey, FdOrigin, NetnsOffsets, OtherOffsets,
-    StateOffsets, AF_INET, IPPROTO_TCP,
+    counter, flags, kind, origin, stack_mode, tcp_state, Event, FdKey, FdOrigin, NetnsOffsets,
+    OtherOffsets, StateOffsets, AF_INET, IPPROTO_TCP,
 };
 
 #[unsafe(no_mangle)]
@@ -60,14 +60,17 @@ static FILTER_LPORT: Global<u8> = Global::new(0);
 /// 1 when `DPORTS` holds the only remote ports to keep.
 #[unsafe(no_mangle)]
 static FILTER_DPORT: Global<u8> = Global::new(0);
-/// 1 to take kernel stacks at connect/accept too.
+/// Which stacks to take at connect/accept (`stack_mode`).
 #[unsafe(no_mangle)]
-static KERNEL_STACKS: Global<u8> = Global::new(0);
+static STACK_MODE: Global<u8> = Global::new(stack_mode::USER);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 /// Sockets seen entering CLOSE_WAIT -> entry time; removed on tcp_destroy_sock.
+/// A plain hash, allocated as used (only CLOSE_WAIT sockets enter it): it
+/// never drops an entry behind our back, so inserted - removed is exactly
+/// its size, and an insert refused when full is counted as an eviction.
 #[map]
-static SOCKS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+static SOCKS: HashMap<u64, u64> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 /// (tgid, fd) -> the connect()/accept() call that made it.
 #[map]
 static FDS: LruHashMap<FdKey, FdOrigin> = LruHashMap::with_max_entries(65536, 0);
@@ -82,8 +85,9 @@ static PARENTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
 /// where it would only show the syscall plumbing.
 #[map]
 static CONNECTING: LruHashMap<u32, FdKey> = LruHashMap::with_max_entries(4096, 0);
+/// Sized by userspace to `--stacks` (one entry when none are taken).
 #[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
@@ -104,10 +108,16 @@ struct ResetMark {
     ts_ns: u64,
 }
 
+/// Stack id stored when `--stacks` said not to take one (-ENOENT).
+const NOT_TAKEN: i32 = -2;
+
 /// A reset mark older than this belongs to another call chain.
 const RESET_MARK_MAX_AGE_NS: u64 = 1_000_000;
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
+const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_NOEXIST: u64 = 1;
+const E2BIG: i32 = 7;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -213,15 +223,22 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         {
             return Ok(());
         }
-        let fresh = unsafe { SOCKS.get(&skaddr) }.is_none();
-        if SOCKS.insert(&skaddr, &now, 0).is_err() {
-            count(counter::SOCK_INSERT_FAILED);
-        } else {
-            ev_flags |= flags::TRACKED;
-            entered_ns = now;
-            if fresh {
-                // Userspace derives evictions: inserted - removed - entries.
+        match SOCKS.insert(&skaddr, &now, BPF_NOEXIST) {
+            Ok(()) => {
+                ev_flags |= flags::TRACKED;
+                entered_ns = now;
                 count(counter::SOCK_INSERTED);
+            }
+            Err(e) if e == -E2BIG => count(counter::SOCK_EVICTED),
+            Err(_) => {
+                // Already there (a second entry into CLOSE_WAIT is not
+                // possible; keep the first time) or no memory.
+                if let Some(t) = unsafe { SOCKS.get(&skaddr) } {
+                    ev_flags |= flags::TRACKED;
+                    entered_ns = *t;
+                } else {
+                    count(counter::SOCK_INSERT_FAILED);
+                }
             }
         }
     } else if let Some(t) = unsafe { SOCKS.get(&skaddr) } {
@@ -344,7 +361,7 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
 /// the connect path, for the fd that sys_enter_connect noted.
 #[inline(always)]
 fn connect_kernel_stack(ctx: &TracePointContext) {
-    if KERNEL_STACKS.load() == 0 {
+    if STACK_MODE.load() != stack_mode::USER_KERNEL {
         return;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -369,18 +386,24 @@ fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let user_stack = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
-        Ok(id) => id as i32,
-        Err(e) => {
-            count(counter::STACK_FAILED);
-            e
+    let mode = STACK_MODE.load();
+    let user_stack = if mode == stack_mode::NONE {
+        NOT_TAKEN
+    } else {
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+            Ok(id) => id as i32,
+            Err(e) => {
+                count(counter::STACK_FAILED);
+                e
+            }
         }
     };
-    let kernel_stack = if KERNEL_STACKS.load() != 0 && how == origin::CONNECT {
+    let kstacks = mode == stack_mode::USER_KERNEL;
+    let kernel_stack = if kstacks && how == origin::CONNECT {
         // Taken a moment later, in tcp_v4_connect (connect_kernel_stack).
         let _ = CONNECTING.insert(&(pid_tgid as u32), &key_of(pid_tgid, fd), 0);
         -1
-    } else if KERNEL_STACKS.load() != 0 {
+    } else if kstacks {
         match ctx.get_stackid(&STACKS, 0) {
             Ok(id) => id as i32,
             Err(e) => {

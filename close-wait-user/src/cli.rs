@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::validate;
 
@@ -158,8 +158,12 @@ pub struct RecordArgs {
     /// Sockets tracked in the kernel at once (LRU; evictions are counted)
     #[arg(long, value_name = "N", default_value = "65536", value_parser = max_sockets)]
     pub max_sockets: u32,
-    /// Also capture kernel stacks at connect()/accept()
-    #[arg(long)]
+    /// Stacks taken where a socket is created: user, user+kernel or none
+    /// (none: the cheapest; reports then have no creating stack)
+    #[arg(long, value_name = "WHICH", value_enum, default_value = "user")]
+    pub stacks: Stacks,
+    /// Same as --stacks user+kernel
+    #[arg(long, conflicts_with = "stacks")]
     pub kernel_stacks: bool,
     /// List every stuck socket of a group (default: the oldest 5 and a count)
     #[arg(long)]
@@ -170,6 +174,29 @@ pub struct RecordArgs {
     /// Permission bits of the files written (octal; default 0600, or the mode of an existing file you own)
     #[arg(long, value_name = "MODE", value_parser = validate::mode)]
     pub mode: Option<u32>,
+}
+
+/// `--stacks`: which stacks the kernel side takes at connect()/accept().
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stacks {
+    /// The user stack of the creating call (frame-pointer walk).
+    User,
+    /// The user stack and the kernel stack.
+    #[value(name = "user+kernel")]
+    UserKernel,
+    /// No stack: the origin keeps only pid, tid, comm and time.
+    None,
+}
+
+impl RecordArgs {
+    /// `--stacks`, with `--kernel-stacks` as its older spelling.
+    pub fn stack_mode(&self) -> Stacks {
+        if self.kernel_stacks {
+            Stacks::UserKernel
+        } else {
+            self.stacks
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -66,6 +66,8 @@ pub struct Options<'a> {
     pub threshold: Duration,
     pub filters: &'a Filters,
     pub kernel_stacks: bool,
+    /// False with `--stacks none`: no user stack was taken.
+    pub user_stacks: bool,
 }
 
 pub struct Findings {
@@ -297,7 +299,9 @@ pub fn investigate(
                     sock_holders.first().map(|h| h.pid).unwrap_or(c.pid)
                 };
                 let frames = symbolizer.user(sym_pid, &addrs);
-                let note = if c.origin.user_stack < 0 {
+                let note = if !opts.user_stacks {
+                    Some("no stack taken (--stacks none)".to_string())
+                } else if c.origin.user_stack < 0 {
                     Some(format!(
                         "user stack not captured (bpf_get_stackid error {})",
                         c.origin.user_stack

@@ -9,9 +9,11 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use close_wait_common::{counter, FdKey, FdOrigin, NetnsOffsets, OtherOffsets, StateOffsets};
+use close_wait_common::{
+    counter, stack_mode, FdKey, FdOrigin, NetnsOffsets, OtherOffsets, StateOffsets,
+};
 
-use crate::{btf, privileges::Caps, tpformat};
+use crate::{btf, cli::Stacks, privileges::Caps, tpformat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -82,12 +84,12 @@ pub fn preflight() -> Result<Preflight, PreflightError> {
 }
 
 /// Load-time knobs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub max_sockets: u32,
     pub lports: Vec<u16>,
     pub dports: Vec<u16>,
-    pub kernel_stacks: bool,
+    pub stacks: Stacks,
     /// Bytes of the event ring buffer (a power of two, at least a page).
     pub ringbuf_bytes: u32,
 }
@@ -116,7 +118,6 @@ pub struct Tracer {
     fds: HashMap<MapData, FdKey, FdOrigin>,
     parents: HashMap<MapData, u32, u32>,
     stacks: StackTraceMap<MapData>,
-    socks: HashMap<MapData, u64, u64>,
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -131,6 +132,54 @@ pub struct KernelCounters {
     pub read_failed: u64,
     /// Entries in the CLOSE_WAIT map now.
     pub tracked_sockets: u64,
+    /// Runs of our programs the kernel skipped because another program was
+    /// running on that CPU (prog info `recursion_misses`): lost events.
+    pub recursion_misses: u64,
+}
+
+/// One attached program's kernel-side statistics (`/proc/self/fdinfo` of
+/// its fd): run time and count are kept only while
+/// `kernel.bpf_stats_enabled` is 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgStats {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    pub recursion_misses: u64,
+}
+
+/// Parses the `key:\tvalue` lines of a BPF program's fdinfo.
+pub fn parse_prog_fdinfo(name: &str, text: &str) -> ProgStats {
+    let mut st = ProgStats {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let Ok(v) = v.trim().parse::<u64>() else {
+            continue;
+        };
+        match k.trim() {
+            "run_time_ns" => st.run_time_ns = v,
+            "run_cnt" => st.run_cnt = v,
+            "recursion_misses" => st.recursion_misses = v,
+            _ => {}
+        }
+    }
+    st
+}
+
+/// Entries of the stack map for a `--stacks` choice: one per distinct
+/// stack (identical stacks share one), so a few thousand cover the call
+/// sites of a service; one entry (the least the kernel takes) for none.
+pub fn stack_map_entries(stacks: Stacks) -> u32 {
+    match stacks {
+        Stacks::None => 1,
+        Stacks::User => 4096,
+        Stacks::UserKernel => 8192,
+    }
 }
 
 fn map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
@@ -159,14 +208,19 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
     let max = opts.max_sockets.max(1);
     let filter_l: u8 = (!opts.lports.is_empty()).into();
     let filter_d: u8 = (!opts.dports.is_empty()).into();
-    let kstacks: u8 = opts.kernel_stacks.into();
+    let smode: u8 = match opts.stacks {
+        Stacks::None => stack_mode::NONE,
+        Stacks::User => stack_mode::USER,
+        Stacks::UserKernel => stack_mode::USER_KERNEL,
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("STATE_OFF", &pre.state, true)
         .override_global("OTHER_OFF", &pre.other, true)
         .override_global("NETNS_OFF", &pre.netns, true)
         .override_global("FILTER_LPORT", &filter_l, true)
         .override_global("FILTER_DPORT", &filter_d, true)
-        .override_global("KERNEL_STACKS", &kstacks, true)
+        .override_global("STACK_MODE", &smode, true)
+        .map_max_entries("STACKS", stack_map_entries(opts.stacks))
         .map_max_entries("SOCKS", max)
         .map_max_entries("FDS", max)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
@@ -206,7 +260,6 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         fds: map(&mut ebpf, "FDS")?,
         parents: map(&mut ebpf, "PARENTS")?,
         stacks: map(&mut ebpf, "STACKS")?,
-        socks: map(&mut ebpf, "SOCKS")?,
         _ebpf: ebpf,
     };
     Ok((tracer, ring))
@@ -222,18 +275,38 @@ impl Tracer {
         };
         // Count the entries after reading the counters: an insert racing
         // with this read then shows as an entry, never as an eviction.
+        // The map is a plain hash the kernel side alone fills and empties:
+        // its size is inserted - removed, never a walk of a changing map.
         let inserted = sum(counter::SOCK_INSERTED);
         let removed = sum(counter::SOCK_REMOVED);
-        let tracked = self.socks.keys().filter(Result::is_ok).count() as u64;
+        let tracked = inserted.saturating_sub(removed);
         KernelCounters {
+            recursion_misses: self
+                .program_stats()
+                .iter()
+                .map(|p| p.recursion_misses)
+                .sum(),
             ringbuf_lost: sum(counter::RINGBUF_LOST),
             sock_insert_failed: sum(counter::SOCK_INSERT_FAILED),
-            sock_evicted: inserted.saturating_sub(removed).saturating_sub(tracked),
+            sock_evicted: sum(counter::SOCK_EVICTED),
             fd_insert_failed: sum(counter::FD_INSERT_FAILED),
             stack_failed: sum(counter::STACK_FAILED),
             read_failed: sum(counter::READ_FAILED),
             tracked_sockets: tracked,
         }
+    }
+
+    /// Statistics of every attached program, from its fdinfo.
+    pub fn program_stats(&self) -> Vec<ProgStats> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self._ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?.as_fd().as_raw_fd();
+                let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                Some(parse_prog_fdinfo(name, &text))
+            })
+            .collect()
     }
 
     /// How (pid, fd) was created, if the tracer saw it.
@@ -266,6 +339,34 @@ impl Tracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prog_fdinfo_parsing() {
+        let text = "pos:\t0\nflags:\t02000002\nprog_type:\t5\nprog_jited:\t1\n\
+                    prog_tag:\t0123456789abcdef\nmemlock:\t4096\nprog_id:\t42\n\
+                    run_time_ns:\t123456\nrun_cnt:\t789\nrecursion_misses:\t3\n\
+                    verified_insns:\t100\n";
+        let st = parse_prog_fdinfo("inet_sock_set_state", text);
+        assert_eq!(
+            st,
+            ProgStats {
+                name: "inet_sock_set_state".into(),
+                run_time_ns: 123456,
+                run_cnt: 789,
+                recursion_misses: 3,
+            }
+        );
+        // Older kernels: no recursion_misses line.
+        assert_eq!(parse_prog_fdinfo("x", "run_cnt:\t5\n").recursion_misses, 0);
+    }
+
+    #[test]
+    fn stack_map_follows_the_choice() {
+        assert_eq!(stack_map_entries(Stacks::None), 1);
+        assert!(stack_map_entries(Stacks::User) < stack_map_entries(Stacks::UserKernel));
+        // 16384 entries of 127 frames were 16 MiB of kernel memory.
+        assert!(u64::from(stack_map_entries(Stacks::User)) * 127 * 8 <= 4 << 20);
+    }
 
     #[test]
     fn caps_parsing() {

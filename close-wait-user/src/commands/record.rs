@@ -322,7 +322,8 @@ impl State {
         let opts = investigate::Options {
             threshold: self.args.threshold,
             filters: &self.args.filters,
-            kernel_stacks: self.args.kernel_stacks,
+            kernel_stacks: self.args.stack_mode() == crate::cli::Stacks::UserKernel,
+            user_stacks: self.args.stack_mode() != crate::cli::Stacks::None,
         };
         let found = investigate::investigate(&table, &known, &opts, tracer, &mut self.symbolizer);
         self.hist.set_open_ages(&found.open_ages_us);
@@ -332,7 +333,7 @@ impl State {
             closed_graceful: t.closed_graceful,
             closed_abort: t.closed_abort,
             peer_reset: t.peer_reset,
-            lost_events: kc.ringbuf_lost + self.decode_errors,
+            lost_events: kc.ringbuf_lost + kc.recursion_misses + self.decode_errors,
             map_evictions: kc.sock_evicted,
             map_insert_failed: kc.sock_insert_failed,
             fd_map_insert_failed: kc.fd_insert_failed,
@@ -534,7 +535,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         max_sockets: args.max_sockets,
         lports: args.filters.lports.clone(),
         dports: args.filters.dports.clone(),
-        kernel_stacks: args.kernel_stacks,
+        stacks: args.stack_mode(),
         ringbuf_bytes: args.ringbuf_bytes,
     };
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -34,6 +34,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         threshold: std::time::Duration::ZERO,
         filters: &args.filters,
         kernel_stacks: false,
+        user_stacks: true,
     };
     let mut sym = Symbolizer::new();
     let found = investigate::investigate(&table, &known, &opts, &NoOrigins, &mut sym);
