@@ -54,6 +54,8 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     "prometheus",
     "iproute2",
+    // The abuse tests prove a refusal came before any bpf() call.
+    "strace",
     // The HTML report's test opens the page in headless Chromium.
     "chromium",
     "chromium-driver",
