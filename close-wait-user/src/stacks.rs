@@ -89,11 +89,18 @@ impl fmt::Display for Frame {
     }
 }
 
+/// Processes whose files a [`Symbolizer`] keeps cached; at the next new one
+/// the caches are dropped (blazesym keys them by `/proc/PID/...` paths, so a
+/// tracer that runs for days among recycled workers would grow them forever).
+pub const MAX_CACHED_PIDS: usize = 64;
+
 /// A caching symbolizer; create one and reuse it for every stack.
 ///
 /// Not `Send` (blazesym keeps its caches in `Rc`s): keep it on one thread.
 pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
+    /// Processes symbolized since the caches were last dropped.
+    pids: std::collections::HashSet<u32>,
 }
 
 impl Default for Symbolizer {
@@ -113,13 +120,34 @@ impl Symbolizer {
     /// not expanded: a frame names the function the code was compiled into,
     /// its line is the one of the instruction.
     pub fn new() -> Self {
-        let inner = blazesym::symbolize::Symbolizer::builder()
+        Self {
+            inner: Self::build(),
+            pids: Default::default(),
+        }
+    }
+
+    fn build() -> blazesym::symbolize::Symbolizer {
+        blazesym::symbolize::Symbolizer::builder()
             .enable_auto_reload(true)
             .enable_code_info(true)
             .enable_inlined_fns(false)
             .enable_demangling(true)
-            .build();
-        Self { inner }
+            .build()
+    }
+
+    /// Notes `pid` as symbolized; past [`MAX_CACHED_PIDS`] processes the
+    /// caches start again empty.
+    fn note_pid(&mut self, pid: u32) {
+        if self.pids.insert(pid) && self.pids.len() > MAX_CACHED_PIDS {
+            self.inner = Self::build();
+            self.pids.clear();
+            self.pids.insert(pid);
+        }
+    }
+
+    /// Processes whose files are cached now.
+    pub fn cached_pids(&self) -> usize {
+        self.pids.len()
     }
 
     /// Symbolize user-space `addrs` (innermost first) of process `pid`.
@@ -181,6 +209,7 @@ impl Symbolizer {
         if addrs.is_empty() || pid == 0 {
             return addrs.iter().map(|&a| Frame::unknown(a, None)).collect();
         }
+        self.note_pid(pid);
         let lookup = lookup_addrs(addrs);
         let source = |map_files: bool| process_source(pid, map_files);
         let mut syms = self.symbolize(&source(true), &lookup);
@@ -579,6 +608,26 @@ mod tests {
         assert!(f.module.as_deref().unwrap().ends_with(&*exe_name), "{f:?}");
         // The cache is reused: a second call gives the same answer.
         assert_eq!(symbolizer.user(std::process::id(), &[addr + 4]), frames);
+        assert_eq!(symbolizer.cached_pids(), 1);
+    }
+
+    #[test]
+    fn symbolizer_caches_are_bounded_by_processes() {
+        let addr = stacks_test_marker as fn(u64) -> u64 as usize as u64;
+        let mut symbolizer = Symbolizer::new();
+        // pids that do not exist: each is noted, none is resolved
+        for pid in 0..(MAX_CACHED_PIDS as u32 + 10) {
+            symbolizer.user(4_000_000 + pid, &[addr]);
+            assert!(symbolizer.cached_pids() <= MAX_CACHED_PIDS);
+        }
+        assert_eq!(symbolizer.cached_pids(), 10);
+        // after the caches were dropped, symbolizing still works
+        let frames = symbolizer.user(std::process::id(), &[addr + 4]);
+        assert!(frames[0]
+            .function
+            .as_deref()
+            .unwrap()
+            .contains("stacks_test_marker"));
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub const EXIT_STUCK: u8 = 3;
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Finished episodes kept for the JSON report.
 const MAX_EPISODES: usize = 1000;
+/// Processes with their own `closed_late` entry; later ones are added up
+/// in one entry of pid 0, comm [`CLOSED_LATE_OTHERS`].
+pub const MAX_CLOSED_LATE: usize = 256;
+/// Comm of the `closed_late` entry beyond [`MAX_CLOSED_LATE`] processes.
+pub const CLOSED_LATE_OTHERS: &str = "(other processes)";
+/// Checkpoints kept for the HTML page's timeline (the oldest go first).
+pub const MAX_TIMELINE: usize = 4096;
 /// How long the final summary waits for a stdout reader that makes no
 /// progress before it goes to stderr instead.
 const STDOUT_PATIENCE: Duration = Duration::from_millis(300);
@@ -135,6 +142,28 @@ fn listening_ports(table: &[sockets::TcpSocket]) -> HashSet<u16> {
         .collect()
 }
 
+/// The `closed_late` entry of `pid`/`comm`: its own while fewer than
+/// [`MAX_CLOSED_LATE`] processes have one, else the shared overflow entry
+/// (a load test recycling workers must not grow the table forever).
+fn closed_late_entry<'a>(
+    map: &'a mut HashMap<(u32, String), ClosedLate>,
+    pid: u32,
+    comm: &str,
+) -> &'a mut ClosedLate {
+    let mut key = (pid, comm.to_owned());
+    if !map.contains_key(&key) && map.len() >= MAX_CLOSED_LATE {
+        key = (0, CLOSED_LATE_OTHERS.to_owned());
+    }
+    let (pid, comm) = key.clone();
+    map.entry(key).or_insert_with(|| ClosedLate {
+        pid,
+        comm,
+        count: 0,
+        max_ms: 0.0,
+        examples: Vec::new(),
+    })
+}
+
 fn episode_out(ep: &Episode) -> FinishedEpisode {
     FinishedEpisode {
         local: ep.local,
@@ -207,16 +236,7 @@ impl State {
         }
         if let (Some(d), Some(c)) = (ep.duration_ns(), &ep.closer) {
             if d >= self.args.threshold.as_nanos() as u64 {
-                let e = self
-                    .closed_late
-                    .entry((c.pid, c.comm.clone()))
-                    .or_insert_with(|| ClosedLate {
-                        pid: c.pid,
-                        comm: c.comm.clone(),
-                        count: 0,
-                        max_ms: 0.0,
-                        examples: Vec::new(),
-                    });
+                let e = closed_late_entry(&mut self.closed_late, c.pid, &c.comm);
                 e.count += 1;
                 e.max_ms = e.max_ms.max(d as f64 / 1e6);
                 if e.examples.len() < 5 {
@@ -397,7 +417,12 @@ impl State {
                 html::TimelinePoint::of_interval(start.as_secs_f64(), len.as_secs_f64(), all);
             point.in_close_wait = Some(report.counters.close_wait_now);
             point.stuck = Some(report.counters.stuck);
-            self.timeline.push(point);
+            if self.html.is_some() {
+                if self.timeline.len() >= MAX_TIMELINE {
+                    self.timeline.remove(0);
+                }
+                self.timeline.push(point);
+            }
         }
         if let Some(w) = &mut self.hlog {
             if !last {
@@ -684,5 +709,21 @@ mod tests {
             "10.0.0.1:5432".parse().unwrap(),
         );
         assert_eq!(service_port(&listen, connected.0, connected.1), 5432);
+    }
+
+    #[test]
+    fn closed_late_is_bounded_and_keeps_every_count() {
+        let mut map = HashMap::new();
+        for pid in 1..=(MAX_CLOSED_LATE as u32 + 100) {
+            closed_late_entry(&mut map, pid, "worker").count += 1;
+        }
+        // a process that has its own entry keeps it after the bound
+        closed_late_entry(&mut map, 1, "worker").count += 1;
+        assert_eq!(map.len(), MAX_CLOSED_LATE + 1);
+        assert_eq!(map[&(1, "worker".to_owned())].count, 2);
+        let others = &map[&(0, CLOSED_LATE_OTHERS.to_owned())];
+        assert_eq!((others.pid, others.count), (0, 100));
+        let total: u64 = map.values().map(|e| e.count).sum();
+        assert_eq!(total, MAX_CLOSED_LATE as u64 + 101);
     }
 }
