@@ -603,6 +603,7 @@ mod tests {
                 args: [fd, 0, 0, 0, 0, 0],
             }),
             kernel_stack: Vec::new(),
+            waits_on: Vec::new(),
         };
         let targets: HashMap<u32, threads::FdTarget> = [
             (5, "socket:[12]"),

@@ -37,6 +37,10 @@ pub struct ThreadState {
     pub syscall: Option<SyscallInfo>,
     /// Kernel stack function names, innermost first (needs root).
     pub kernel_stack: Vec<String>,
+    /// The descriptors a wait on many watches (poll/ppoll's pollfd array,
+    /// select/pselect6's fd sets, epoll_wait's interest list), sorted;
+    /// empty for other calls or when they could not be read.
+    pub waits_on: Vec<u32>,
 }
 
 /// Malformed /proc thread files.
@@ -320,6 +324,116 @@ pub fn syscall_fd(sc: &SyscallInfo) -> Option<u32> {
     }
 }
 
+/// At most this many descriptors of one wait are read (a pollfd array or
+/// an epoll interest list of a busy event loop can be long).
+pub const MAX_WAITED: usize = 4096;
+
+/// The kind of wait on many descriptors a syscall is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiWait {
+    /// poll/ppoll: arg0 the pollfd array, arg1 its length.
+    Poll,
+    /// select/pselect6: arg0 nfds, arg1..3 the read, write and except sets.
+    Select,
+    /// epoll_wait/epoll_pwait/epoll_pwait2: arg0 the epoll descriptor.
+    Epoll,
+}
+
+pub fn multi_wait(name: &str) -> Option<MultiWait> {
+    match name {
+        "poll" | "ppoll" => Some(MultiWait::Poll),
+        "select" | "pselect6" => Some(MultiWait::Select),
+        "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => Some(MultiWait::Epoll),
+        _ => None,
+    }
+}
+
+/// The fds of a `struct pollfd` array (int fd; short events, revents);
+/// negative fds are ignored by poll(2) and skipped.
+pub fn parse_pollfds(bytes: &[u8]) -> Vec<u32> {
+    let mut fds: Vec<u32> = bytes
+        .chunks_exact(8)
+        .filter_map(|c| u32::try_from(i32::from_ne_bytes([c[0], c[1], c[2], c[3]])).ok())
+        .collect();
+    fds.sort_unstable();
+    fds.dedup();
+    fds
+}
+
+/// The fds set in an `fd_set` bitmap (longs of bits, bit i of long j is fd
+/// 64 * j + i on a 64-bit target), below `nfds`.
+pub fn parse_fd_set(bytes: &[u8], nfds: usize) -> Vec<u32> {
+    let mut fds = Vec::new();
+    for (j, word) in bytes.chunks_exact(8).enumerate() {
+        let w = u64::from_ne_bytes(word.try_into().unwrap_or([0; 8]));
+        for i in 0..64 {
+            let fd = j * 64 + i;
+            if fd >= nfds {
+                return fds;
+            }
+            if w & (1 << i) != 0 {
+                fds.push(fd as u32);
+            }
+        }
+    }
+    fds
+}
+
+/// The watched fds of /proc/PID/fdinfo/EPFD (`tfd:        5 events: ...`).
+pub fn parse_epoll_tfds(text: &str) -> Vec<u32> {
+    let mut fds: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("tfd:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds.dedup();
+    fds
+}
+
+/// The fds a wait on many descriptors watches. `read_mem(addr, len)` reads
+/// the caller's memory, `epoll_info(epfd)` its fdinfo text.
+pub fn waited_fds_with(
+    sc: &SyscallInfo,
+    mut read_mem: impl FnMut(u64, usize) -> Option<Vec<u8>>,
+    epoll_info: impl FnOnce(u32) -> Option<String>,
+) -> Vec<u32> {
+    match multi_wait(&sc.name) {
+        Some(MultiWait::Poll) => {
+            let n = (sc.args[1] as usize).min(MAX_WAITED);
+            if sc.args[0] == 0 || n == 0 {
+                return Vec::new();
+            }
+            read_mem(sc.args[0], n * 8)
+                .map(|b| parse_pollfds(&b))
+                .unwrap_or_default()
+        }
+        Some(MultiWait::Select) => {
+            let nfds = (sc.args[0] as usize).min(MAX_WAITED);
+            let len = nfds.div_ceil(64) * 8;
+            let mut fds: Vec<u32> = sc.args[1..4]
+                .iter()
+                .filter(|&&a| a != 0 && len > 0)
+                .filter_map(|&a| read_mem(a, len))
+                .flat_map(|b| parse_fd_set(&b, nfds))
+                .collect();
+            fds.sort_unstable();
+            fds.dedup();
+            fds
+        }
+        Some(MultiWait::Epoll) => u32::try_from(sc.args[0])
+            .ok()
+            .and_then(epoll_info)
+            .map(|t| {
+                let mut v = parse_epoll_tfds(&t);
+                v.truncate(MAX_WAITED);
+                v
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
 /// The threads of `pid`, sorted by tid; empty when the process is gone.
 pub fn threads_of(pid: u32) -> Vec<ThreadState> {
     threads_of_in(Path::new("/proc"), pid)
@@ -347,6 +461,10 @@ pub fn threads_of_in(proc_root: &Path, pid: u32) -> Vec<ThreadState> {
             let kernel_stack = fs::read_to_string(dir.join("stack"))
                 .map(|s| parse_stack(&s))
                 .unwrap_or_default();
+            let waits_on = syscall
+                .as_ref()
+                .map(|sc| waited_fds_of(proc_root, pid, &dir, sc))
+                .unwrap_or_default();
             Some(ThreadState {
                 tid,
                 comm: stat.comm,
@@ -354,11 +472,46 @@ pub fn threads_of_in(proc_root: &Path, pid: u32) -> Vec<ThreadState> {
                 wchan,
                 syscall,
                 kernel_stack,
+                waits_on,
             })
         })
         .collect();
     out.sort_by_key(|t| t.tid);
     out
+}
+
+/// The fds thread `dir` of `pid` waits on in `sc`. The pollfd array and fd
+/// sets are read from the process's memory (only under the real /proc:
+/// a fake tree has no process behind it), then the syscall line is read
+/// again: if it changed, the thread left the call and what was read may be
+/// another call's, so nothing is kept.
+fn waited_fds_of(proc_root: &Path, pid: u32, dir: &Path, sc: &SyscallInfo) -> Vec<u32> {
+    if multi_wait(&sc.name).is_none() {
+        return Vec::new();
+    }
+    let live = proc_root == Path::new("/proc");
+    let mem = crate::python::mem::ProcMem { pid };
+    let fds = waited_fds_with(
+        sc,
+        |addr, len| {
+            use crate::python::mem::Memory;
+            live.then(|| mem.bytes(addr, len).ok()).flatten()
+        },
+        |epfd| {
+            fs::read_to_string(
+                proc_root
+                    .join(pid.to_string())
+                    .join("fdinfo")
+                    .join(epfd.to_string()),
+            )
+            .ok()
+        },
+    );
+    let again = fs::read_to_string(dir.join("syscall")).map(|s| parse_syscall(&s));
+    match again {
+        Ok(Ok(SyscallLine::InSyscall(now))) if now == *sc => fds,
+        _ => Vec::new(),
+    }
 }
 
 /// The kernel prints `0` when the thread runs or wchan is hidden.
@@ -426,7 +579,7 @@ impl fmt::Display for FdTarget {
 }
 
 /// The TCP connection behind a socket descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -543,6 +696,40 @@ pub struct ThreadGroup {
     pub fd: Option<u32>,
     /// Human text for the fd, e.g. `pipe:[1234] with no reader`.
     pub fd_target: Option<String>,
+    /// For poll, select and epoll_wait: the descriptors watched (the
+    /// first [`DESCRIBED`] of them described).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_on: Vec<WaitedFd>,
+    /// Watched descriptors beyond those in `waits_on`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits_on_more: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Watched descriptors described per thread group; the rest are counted.
+pub const DESCRIBED: usize = 8;
+
+/// One descriptor a wait on many watches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitedFd {
+    pub fd: u32,
+    /// Human text, as for `fd_target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The TCP connection (or listener) behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+}
+
+impl ThreadGroup {
+    /// Every TCP connection the group's threads wait on: the fd of a
+    /// read/write-like call, or those of a wait on many.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.waits_on.iter().filter_map(|w| w.connection.as_ref())
+    }
 }
 
 /// What a process's threads are doing, grouped, biggest group first.
@@ -565,31 +752,51 @@ pub fn summarize(pid: u32, threads: &[ThreadState]) -> ThreadSummary {
 }
 
 /// [`summarize`] with the fd lookup supplied by the caller (called once per
-/// group that blocks on an fd).
+/// group that blocks on an fd, and for the first [`DESCRIBED`] descriptors
+/// of a wait on many).
 pub fn summarize_with(
     threads: &[ThreadState],
     mut describe: impl FnMut(u32) -> Option<FdTarget>,
 ) -> ThreadSummary {
-    type Key = (char, String, Option<String>, Option<u32>);
+    type Key = (char, String, Option<String>, Option<u32>, Vec<u32>);
     let mut counts: HashMap<Key, usize> = HashMap::new();
     for t in threads {
         let name = t.syscall.as_ref().map(|s| s.name.clone());
         let fd = t.syscall.as_ref().and_then(syscall_fd);
         *counts
-            .entry((t.state, t.wchan.clone(), name, fd))
+            .entry((t.state, t.wchan.clone(), name, fd, t.waits_on.clone()))
             .or_default() += 1;
     }
     let mut keyed: Vec<(Key, usize)> = counts.into_iter().collect();
     keyed.sort_by(|(ka, ca), (kb, cb)| cb.cmp(ca).then_with(|| ka.cmp(kb)));
     let groups: Vec<ThreadGroup> = keyed
         .into_iter()
-        .map(|((state, wchan, syscall, fd), count)| ThreadGroup {
-            count,
-            state,
-            wchan,
-            syscall,
-            fd,
-            fd_target: fd.and_then(&mut describe).map(|t| t.to_string()),
+        .map(|((state, wchan, syscall, fd, waited), count)| {
+            let waits_on = waited
+                .iter()
+                .take(DESCRIBED)
+                .map(|&wfd| {
+                    let t = describe(wfd);
+                    WaitedFd {
+                        fd: wfd,
+                        connection: match &t {
+                            Some(FdTarget::Socket { connection, .. }) => connection.clone(),
+                            _ => None,
+                        },
+                        target: t.map(|t| t.to_string()),
+                    }
+                })
+                .collect();
+            ThreadGroup {
+                count,
+                state,
+                wchan,
+                syscall,
+                fd,
+                fd_target: fd.and_then(&mut describe).map(|t| t.to_string()),
+                waits_on_more: waited.len().saturating_sub(DESCRIBED),
+                waits_on,
+            }
         })
         .collect();
     let total = threads.len();
@@ -648,6 +855,40 @@ fn group_text(g: &ThreadGroup, total: usize, first: bool) -> String {
             s.push_str(" -> ");
             s.push_str(t);
         }
+    }
+    s.push_str(&waits_text(g));
+    s
+}
+
+/// ` on fd 3 -> socket:[..] (..)`, ` on 3 fds: fd 3 -> .., fd 5 -> ..`;
+/// for epoll ` on epoll fd 4 watching ...`. Empty when nothing is known.
+pub fn waits_text(g: &ThreadGroup) -> String {
+    let n = g.waits_on.len() + g.waits_on_more;
+    if n == 0 {
+        return String::new();
+    }
+    let mut s = String::new();
+    let epoll = g
+        .syscall
+        .as_deref()
+        .and_then(multi_wait)
+        .is_some_and(|m| m == MultiWait::Epoll);
+    s.push_str(if epoll { " watching" } else { " on" });
+    if n > 1 {
+        s.push_str(&format!(" {n} fds:"));
+    }
+    for (i, w) in g.waits_on.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(" fd {}", w.fd));
+        if let Some(t) = &w.target {
+            s.push_str(" -> ");
+            s.push_str(t);
+        }
+    }
+    if g.waits_on_more > 0 {
+        s.push_str(&format!(" and {} more", g.waits_on_more));
     }
     s
 }
@@ -884,6 +1125,7 @@ mod tests {
                 args: [a0, 0, 0, 0, 0, 0],
             }),
             kernel_stack: vec![],
+            waits_on: vec![],
         }
     }
 
@@ -918,6 +1160,8 @@ mod tests {
                 syscall: Some("write".into()),
                 fd: Some(2),
                 fd_target: Some("pipe:[1234] with no reader".into()),
+                waits_on: vec![],
+                waits_on_more: 0,
             }
         );
         assert_eq!(
@@ -974,6 +1218,244 @@ mod tests {
     }
 
     use crate::testutil::KillOnDrop;
+
+    #[test]
+    fn pollfds_fd_sets_and_epoll_interest_lists() {
+        let mut pfds = Vec::new();
+        for (fd, ev) in [(7i32, 1i16), (-1, 1), (3, 4), (7, 4)] {
+            pfds.extend_from_slice(&fd.to_ne_bytes());
+            pfds.extend_from_slice(&ev.to_ne_bytes());
+            pfds.extend_from_slice(&0i16.to_ne_bytes());
+        }
+        assert_eq!(
+            parse_pollfds(&pfds),
+            vec![3, 7],
+            "negative skipped, deduped"
+        );
+        assert!(
+            parse_pollfds(&pfds[..5]).is_empty(),
+            "a partial entry is no entry"
+        );
+        let mut set = [0u8; 16];
+        set[0] = 0b1010_0000; // fds 5 and 7
+        set[8] = 0b1; // fd 64
+        assert_eq!(parse_fd_set(&set, 65), vec![5, 7, 64]);
+        assert_eq!(
+            parse_fd_set(&set, 64),
+            vec![5, 7],
+            "fd 64 is not below nfds"
+        );
+        assert_eq!(parse_fd_set(&set, 6), vec![5]);
+        // Real fdinfo of an epoll descriptor (6.x).
+        let info = "pos:\t0\nflags:\t02\nmnt_id:\t16\nino:\t1057\n\
+            tfd:        5 events:       19 data:                5  pos:0 ino:3a2b sdev:8\n\
+            tfd:        3 events:       19 data:                3  pos:0 ino:3a2a sdev:8\n";
+        assert_eq!(parse_epoll_tfds(info), vec![3, 5]);
+        assert!(parse_epoll_tfds("pos:\t0\n").is_empty());
+
+        let sc = |name: &str, args: [u64; 6]| SyscallInfo {
+            nr: 0,
+            name: name.into(),
+            args,
+        };
+        let mut asked = Vec::new();
+        let fds = waited_fds_with(
+            &sc("ppoll", [0x1000, 4, 0, 0, 8, 0]),
+            |a, l| {
+                asked.push((a, l));
+                Some(pfds.clone())
+            },
+            |_| None,
+        );
+        assert_eq!((fds, asked), (vec![3, 7], vec![(0x1000, 32)]));
+        // pselect6: read and write sets, no except set (NULL).
+        let mut asked = Vec::new();
+        let fds = waited_fds_with(
+            &sc("pselect6", [65, 0x2000, 0x3000, 0, 0, 0]),
+            |a, l| {
+                asked.push((a, l));
+                let mut b = vec![0u8; l];
+                b[0] = if a == 0x2000 { 0b1000 } else { 0b1_0000 };
+                Some(b)
+            },
+            |_| None,
+        );
+        assert_eq!((fds, asked), (vec![3, 4], vec![(0x2000, 16), (0x3000, 16)]));
+        let fds = waited_fds_with(
+            &sc("epoll_wait", [9, 0x10, 64, 0, 0, 0]),
+            |_, _| panic!("epoll needs no memory"),
+            |epfd| (epfd == 9).then(|| info.to_owned()),
+        );
+        assert_eq!(fds, vec![3, 5]);
+        assert!(waited_fds_with(&sc("read", [3, 0, 0, 0, 0, 0]), |_, _| None, |_| None).is_empty());
+        assert!(
+            waited_fds_with(&sc("poll", [0x1000, 1, 0, 0, 0, 0]), |_, _| None, |_| None).is_empty()
+        );
+    }
+
+    #[test]
+    fn waits_on_many_are_grouped_and_named() {
+        let mut th = vec![
+            thread(1, 'S', "poll_schedule_timeout", Some((7, "poll", 0x1000))),
+            thread(2, 'S', "poll_schedule_timeout", Some((7, "poll", 0x2000))),
+            thread(3, 'S', "do_epoll_wait", Some((232, "epoll_wait", 4))),
+        ];
+        th[0].waits_on = vec![5];
+        th[1].waits_on = vec![5];
+        th[2].waits_on = (10..30).collect();
+        let up = Connection {
+            local: "127.0.0.1:41000".parse().unwrap(),
+            remote: "127.0.0.1:9000".parse().unwrap(),
+            state: close_wait_common::tcp_state::ESTABLISHED,
+        };
+        let mut asked = Vec::new();
+        let s = summarize_with(&th, |fd| {
+            asked.push(fd);
+            Some(FdTarget::Socket {
+                inode: 77,
+                connection: (fd == 5).then(|| up.clone()),
+            })
+        });
+        assert_eq!(s.groups.len(), 2, "{:?}", s.groups);
+        assert_eq!(s.groups[0].count, 2);
+        assert_eq!(s.groups[0].connections().collect::<Vec<_>>(), vec![&up]);
+        assert_eq!(s.groups[1].waits_on.len(), DESCRIBED);
+        assert_eq!(s.groups[1].waits_on_more, 20 - DESCRIBED);
+        assert_eq!(
+            asked.len(),
+            1 + DESCRIBED,
+            "only the described fds are looked up"
+        );
+        assert_eq!(
+            s.text,
+            format!(
+                "2 of 3 threads asleep in poll_schedule_timeout via poll(2) on fd 5 -> \
+                 socket:[77] (127.0.0.1:41000 -> 127.0.0.1:9000 ESTABLISHED); \
+                 1 of 3 asleep in do_epoll_wait via epoll_wait(2) watching 20 fds: fd 10 -> socket:[77], \
+                 fd 11 -> socket:[77], fd 12 -> socket:[77], fd 13 -> socket:[77], fd 14 -> socket:[77], \
+                 fd 15 -> socket:[77], fd 16 -> socket:[77], fd 17 -> socket:[77] and {} more",
+                20 - DESCRIBED
+            )
+        );
+        // The JSON reads back.
+        let back: ThreadSummary =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.groups, s.groups);
+    }
+
+    /// A python3 child that connects to `port` and blocks in `call` (with a
+    /// timeout) on that socket; returns it once its main thread waits on a
+    /// socket fd.
+    fn python_waiting(port: u16, call: &str) -> Option<(KillOnDrop, ThreadState)> {
+        if Command::new("python3").arg("-c").arg("").status().is_err() {
+            eprintln!("skipping test - python3 is not available");
+            return None;
+        }
+        let script = format!(
+            "import socket,select,sys\n\
+             s=socket.create_connection(('127.0.0.1',{port}))\n\
+             p,w=__import__('os').pipe()\n\
+             {call}\n"
+        );
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = KillOnDrop(child);
+        let pid = guard.0.id();
+        let start = Instant::now();
+        loop {
+            let th = threads_of(pid);
+            if let Some(t) = th.into_iter().find(|t| !t.waits_on.is_empty()) {
+                return Some((guard, t));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{call}: never seen waiting: {:#?}",
+                threads_of(pid)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn socket_fds(pid: u32) -> Vec<u32> {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn real_poll_select_and_epoll_waits_name_their_socket() {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = upstream.local_addr().unwrap().port();
+        for (call, syscalls) in [
+            // socket.recv with a timeout waits in poll(2) (ppoll on some builds).
+            ("s.settimeout(30); s.recv(1)", &["poll", "ppoll"][..]),
+            (
+                "select.select([s, p], [], [], 30)",
+                &["select", "pselect6"][..],
+            ),
+            (
+                "e=select.epoll(); e.register(s.fileno(), select.EPOLLIN); e.poll(30)",
+                &["epoll_wait", "epoll_pwait", "epoll_pwait2"][..],
+            ),
+        ] {
+            let Some((guard, t)) = python_waiting(port, call) else {
+                return;
+            };
+            let pid = guard.0.id();
+            let (_conn, _) = upstream.accept().unwrap();
+            let sc = t.syscall.as_ref().expect("in a syscall");
+            assert!(syscalls.contains(&sc.name.as_str()), "{call}: {sc:?}");
+            let socks = socket_fds(pid);
+            let sock: Vec<u32> = t
+                .waits_on
+                .iter()
+                .copied()
+                .filter(|f| socks.contains(f))
+                .collect();
+            assert_eq!(
+                sock.len(),
+                1,
+                "{call}: waits on {:?}, sockets {socks:?}",
+                t.waits_on
+            );
+            let summary = summarize(pid, std::slice::from_ref(&t));
+            let g = &summary.groups[0];
+            let w = g.waits_on.iter().find(|w| w.fd == sock[0]).unwrap();
+            assert!(
+                w.target
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("socket:[")),
+                "{call}: {}",
+                summary.text
+            );
+            assert!(
+                summary
+                    .text
+                    .contains(&format!("fd {} -> socket:[", sock[0])),
+                "{}",
+                summary.text
+            );
+            if call.starts_with("select") {
+                assert_eq!(
+                    t.waits_on.len(),
+                    2,
+                    "the socket and the pipe: {:?}",
+                    t.waits_on
+                );
+                assert!(summary.text.contains("-> pipe:["), "{}", summary.text);
+            }
+            drop(guard);
+        }
+    }
 
     #[test]
     fn real_writers_blocked_on_unread_stderr_pipe() {

@@ -480,7 +480,12 @@ fn groups_html(o: &mut String, r: &Report) {
                     escape(&tg.state.to_string()),
                     escape(&tg.wchan),
                     escape(tg.syscall.as_deref().unwrap_or("")),
-                    escape(tg.fd_target.as_deref().unwrap_or(""))
+                    escape(
+                        tg.fd_target
+                            .clone()
+                            .unwrap_or_else(|| crate::threads::waits_text(tg).trim().to_owned())
+                            .as_str()
+                    )
                 );
             }
             o.push_str("</table></dd>");
