@@ -9,7 +9,10 @@
 use std::{
     fs,
     io::{Read, Seek, SeekFrom},
-    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    },
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::mpsc::channel,
@@ -144,6 +147,11 @@ fn sh(what: &str, cmd: &mut Command) {
     );
 }
 
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
 fn json_of(path: &Path) -> Value {
     let text =
         fs::read_to_string(path).unwrap_or_else(|e| panic!("no JSON at {}: {e}", path.display()));
@@ -151,6 +159,29 @@ fn json_of(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}: {text}", path.display()));
     assert_eq!(v["schema"], "close-wait.report.v1", "{}", path.display());
     v
+}
+
+/// A tmpfs the test mounted, unmounted when dropped (pass or fail).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        sh(
+            "mount tmpfs",
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+                .arg("tmpfs")
+                .arg(at),
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 // ------------------------------------------------------- output files
@@ -595,4 +626,306 @@ fn report_refuses_endless_and_oversized_inputs() {
         1,
         &[s(&huge), "over the limit of 268435456 bytes"],
     );
+}
+
+// ------------------------------------------------- stdout and signals
+
+/// Lines of a child's pipe, read in the background.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn of<R: Read + Send + 'static>(r: R) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = channel();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                s2.lock().unwrap().push(l.clone());
+                let _ = tx.send(l);
+            }
+        });
+        Lines { rx, seen }
+    }
+
+    fn expect(&self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no '{needle}' within {timeout:?}; got {:?}", self.all()),
+            }
+        }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn text(&self) -> String {
+        self.all().join("\n")
+    }
+}
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    what: &str,
+    timeout: Duration,
+) -> std::process::ExitStatus {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("{what}: still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Row: `record --events --json f | head -1` exited 101 with a panic
+/// ("failed printing to stdout: Broken pipe") and never wrote the JSON.
+#[test]
+fn events_into_head_end_cleanly_with_the_json_written() {
+    if !privileged("events_into_head_end_cleanly_with_the_json_written") {
+        return;
+    }
+    let dir = tempdir("abuse-head");
+    let json = dir.join("cw.json");
+    let (_srv, port) = server(&["--mode", "close-now", "--count", "40"]);
+    // A real shell pipeline; the shell reports close-wait's own status.
+    let script = format!(
+        "'{}' record --events -D {port} --json '{}' --duration 60s | head -1; \
+         echo \"close-wait status ${{PIPESTATUS[0]}}\" >&2",
+        bin().display(),
+        json.display()
+    );
+    let mut sh = Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::of(sh.stdout.take().unwrap());
+    let err = Lines::of(sh.stderr.take().unwrap());
+    err.expect("close-wait: tracing", Duration::from_secs(60));
+    let started = Instant::now();
+    // Connections one by one: head gets the first line, the next lines
+    // meet a closed pipe.
+    let _cli = peer(
+        "client",
+        &[
+            "--connect",
+            &v4(port),
+            "--count",
+            "40",
+            "--mode",
+            "close-on-eof",
+            "--close-delay-ms",
+            "0",
+            "--gap-ms",
+            "50",
+        ],
+    );
+    let status = wait_exit(&mut sh, "the pipeline", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(50));
+    eprintln!(
+        "pipeline ended {:?} after the first connection",
+        started.elapsed()
+    );
+    assert!(status.success(), "{}", err.text());
+    let stdout = out.all();
+    assert_eq!(stdout.len(), 1, "head printed {stdout:?}");
+    assert!(stdout[0].contains("CLOSE_WAIT"), "{stdout:?}");
+    let stderr = err.text();
+    assert!(stderr.contains("close-wait status 0"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The summary went to stderr, since stdout had no reader any more.
+    assert!(stderr.contains("close-wait report "), "{stderr}");
+    let v = json_of(&json);
+    assert!(
+        v["counters"]["close_wait_entered"].as_u64().unwrap() >= 1,
+        "{}",
+        pretty(&v["counters"])
+    );
+}
+
+/// Row: `--events` into a pipe nobody reads blocked the loop in write: no
+/// checkpoints, SIGTERM ignored.
+#[test]
+fn events_into_an_unread_pipe_still_checkpoint_and_obey_sigterm() {
+    if !privileged("events_into_an_unread_pipe_still_checkpoint_and_obey_sigterm") {
+        return;
+    }
+    const N: usize = 2000;
+    let dir = tempdir("abuse-unread");
+    let json = dir.join("cw.json");
+    let (rd, wr) = pipe_cloexec();
+    // The smallest pipe (a page): full after a few dozen lines.
+    // SAFETY: F_SETPIPE_SZ on a pipe we own.
+    let sz = unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        sz >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    let (srv, port) = server(&["--mode", "close-now", "--count", &N.to_string()]);
+    let mut tracer = Command::new(bin())
+        .args([
+            "record",
+            "--events",
+            "-D",
+            &port.to_string(),
+            "--interval",
+            "300ms",
+            "--json",
+        ])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(wr))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::of(tracer.stderr.take().unwrap());
+    err.expect("close-wait: tracing", Duration::from_secs(60));
+    let cli = peer(
+        "client",
+        &[
+            "--connect",
+            &v4(port),
+            "--count",
+            &N.to_string(),
+            "--mode",
+            "close-on-eof",
+            "--close-delay-ms",
+            "0",
+        ],
+    );
+    cli.expect("done", Duration::from_secs(120));
+    drop(srv);
+    // Every episode reaches the checkpointed JSON while stdout is stuck.
+    let entered = wait_for(
+        "checkpoints counting every connection",
+        Duration::from_secs(30),
+        || {
+            let v: Value = serde_json::from_str(&fs::read_to_string(&json).ok()?).ok()?;
+            let n = v["counters"]["close_wait_entered"].as_u64()?;
+            (n >= N as u64).then_some(n)
+        },
+    );
+    // And checkpoints keep coming: status lines after that.
+    let before = err
+        .all()
+        .iter()
+        .filter(|l| l.contains(" | entered "))
+        .count();
+    wait_for("two more status lines", Duration::from_secs(10), || {
+        (err.all()
+            .iter()
+            .filter(|l| l.contains(" | entered "))
+            .count()
+            >= before + 2)
+            .then_some(())
+    });
+    let t0 = Instant::now();
+    signal(tracer.id(), libc::SIGTERM);
+    let status = wait_exit(
+        &mut tracer,
+        "close-wait after SIGTERM",
+        Duration::from_secs(10),
+    );
+    let took = t0.elapsed();
+    eprintln!("{entered} episodes; SIGTERM to exit with stdout blocked: {took:?}");
+    std::thread::sleep(Duration::from_millis(50));
+    let stderr = err.text();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "SIGTERM took {took:?} with a blocked stdout (the summary waits 300 ms for it)"
+    );
+    // The summary is not lost: stdout could not take it, stderr did.
+    assert!(stderr.contains("close-wait report "), "{stderr}");
+    assert!(
+        stderr.contains("--events lines were not printed"),
+        "no count of dropped lines: {stderr}"
+    );
+    let v = json_of(&json);
+    assert!(v["counters"]["close_wait_entered"].as_u64().unwrap() >= N as u64);
+    drop(rd);
+}
+
+/// Row: `--json` on a full filesystem, then SIGINT: exit 1 and nothing at
+/// all on stdout (the summary was lost with the file).
+#[test]
+fn a_full_filesystem_loses_the_file_not_the_summary() {
+    if !privileged("a_full_filesystem_loses_the_file_not_the_summary") {
+        return;
+    }
+    let dir = tempdir("abuse-full");
+    let mnt = Tmpfs::mount(&dir.join("mnt"), "64k");
+    // Fill it: the directory still takes new (empty) files, no data.
+    let mut fill = fs::File::create(mnt.0.join("fill")).unwrap();
+    let chunk = vec![0u8; 4096];
+    let mut filled = 0;
+    loop {
+        match std::io::Write::write(&mut fill, &chunk) {
+            Ok(n) if n > 0 => filled += n,
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                break;
+            }
+        }
+        assert!(filled <= 1 << 20, "the 64k tmpfs took {filled} bytes");
+    }
+    drop(fill);
+    let json = mnt.0.join("cw.json");
+    let mut tracer = Command::new(bin())
+        .args(["record", "-D", "1", "--interval", "24h", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::of(tracer.stdout.take().unwrap());
+    let err = Lines::of(tracer.stderr.take().unwrap());
+    err.expect("close-wait: tracing", Duration::from_secs(60));
+    signal(tracer.id(), libc::SIGINT);
+    let status = wait_exit(
+        &mut tracer,
+        "close-wait after SIGINT",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let stdout = out.text();
+    let stderr = err.text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("close-wait report "),
+        "summary lost: {stdout:?}; {stderr}"
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(s(&json)) && errors[0].contains("No space left on device"),
+        "{}",
+        errors[0]
+    );
+    // Nothing half-written is left on the full filesystem.
+    let names: Vec<String> = fs::read_dir(&mnt.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["fill".to_string()], "{names:?}");
 }

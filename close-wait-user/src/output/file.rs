@@ -260,11 +260,12 @@ impl OutputFile {
                 source,
             }
         };
-        let mut f = create_exclusive(&tmp, self.mode).map_err(io_err("create", &tmp))?;
+        // Errors name the output, not the temp file the user never asked for.
+        let mut f = create_exclusive(&tmp, self.mode).map_err(io_err("write", &self.path))?;
         let written = f
             .write_all(bytes)
             .and_then(|()| f.sync_all())
-            .map_err(io_err("write", &tmp))
+            .map_err(io_err("write", &self.path))
             .and_then(|()| fs::rename(&tmp, &self.path).map_err(io_err("replace", &self.path)));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
