@@ -16,6 +16,7 @@ pub mod diagnosis;
 pub mod duration;
 pub mod events;
 pub mod export;
+pub mod fold;
 pub mod histograms;
 pub mod investigate;
 pub mod loader;

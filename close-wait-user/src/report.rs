@@ -187,7 +187,7 @@ fn render_group(out: &mut String, r: &Report, gi: usize, g: &StuckGroup, all: bo
     }
     if !g.stack.is_empty() {
         let _ = writeln!(out, "  created at:");
-        for f in &g.stack {
+        for f in crate::fold::native(&g.stack) {
             let _ = writeln!(out, "    {f}");
         }
     }

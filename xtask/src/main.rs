@@ -60,6 +60,8 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-dejavu-core",
+    // A Go client in the tests (tests/helpers/goleak.go).
+    "golang-go",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN: &str = "debian-bpf";

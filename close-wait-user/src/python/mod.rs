@@ -449,45 +449,16 @@ pub fn one_line(frames: &[PyFrame]) -> String {
     if frames.is_empty() {
         return "no Python frame (idle or in C code)".into();
     }
-    let shown: Vec<String> = fold(
+    let shown: Vec<String> = crate::fold::fold(
         frames,
         |f| is_stdlib(&f.file),
         short,
-        |n| format!("{n} stdlib frame{}", if n == 1 { "" } else { "s" }),
+        |run| {
+            let n = run.len();
+            format!("{n} stdlib frame{}", if n == 1 { "" } else { "s" })
+        },
     );
     shown.join(" <- ")
-}
-
-/// Folds runs of library frames for reading. The innermost frame is always
-/// shown (what the thread is in); after it, every run of library frames
-/// becomes one line (`fold_line(n)`), application frames are shown. A
-/// stack without any application frame is shown whole.
-pub fn fold<T>(
-    frames: &[T],
-    is_lib: impl Fn(&T) -> bool,
-    show: impl Fn(&T) -> String,
-    fold_line: impl Fn(usize) -> String,
-) -> Vec<String> {
-    if !frames.iter().any(|f| !is_lib(f)) {
-        return frames.iter().map(show).collect();
-    }
-    let mut out = Vec::new();
-    let mut run = 0;
-    for (i, f) in frames.iter().enumerate() {
-        if i > 0 && is_lib(f) {
-            run += 1;
-            continue;
-        }
-        if run > 0 {
-            out.push(fold_line(run));
-            run = 0;
-        }
-        out.push(show(f));
-    }
-    if run > 0 {
-        out.push(fold_line(run));
-    }
-    out
 }
 
 #[cfg(test)]
