@@ -213,11 +213,12 @@ fn seed000_blocked_event_loop_strands_requests_in_the_accept_queue() {
     let pid = app.pid();
     let j = &out.json;
 
-    // The request the loop took: read, then abandoned inside the handler.
+    // The request the loop took: read, then stuck inside the handler (not
+    // a forgotten close: the one thread is blocked on the upstream).
     let e = one(j, "stuck", &addr, &clients[0]);
     let ctx = pretty(e);
     assert_age(e, took);
-    assert_eq!(e["diagnosis"], "read-not-closed", "{ctx}");
+    assert_eq!(e["diagnosis"], "handler-blocked", "{ctx}");
     assert_eq!(
         holders(&e["holders"]),
         vec![(pid as u64, afd as u64)],
@@ -294,10 +295,19 @@ fn seed000_blocked_event_loop_strands_requests_in_the_accept_queue() {
             && threads.ends_with(&format!(" via recvfrom(2) on fd {ufd} -> {target}")),
         "{threads}"
     );
-    // The taken request's group says the same about the thread.
-    let taken = group(j, "read-not-closed", pid, "127.0.0.1");
+    // The taken request's group says the same about the thread, and its
+    // why names the call and the upstream.
+    let taken = group(j, "handler-blocked", pid, "127.0.0.1");
     assert_eq!(taken["count"], 1);
     assert_eq!(taken["threads"]["text"], threads);
+    let why = taken["evidence"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "the request was read, nothing unread but the EOF, but the handler has not finished: "
+        ) && why.contains(&format!("{}[{pid}]: {threads}; ", comm_of(pid)))
+            && !why.contains("forgotten close"),
+        "{why}"
+    );
 
     let text = &out.stdout;
     let comm = comm_of(pid);
@@ -307,7 +317,7 @@ fn seed000_blocked_event_loop_strands_requests_in_the_accept_queue() {
         format!(
             "    listener {addr} held by {comm}[{pid}] fd {lfd}: accept queue {QUEUED}/{BACKLOG}"
         ),
-        format!("READ-NOT-CLOSED x1  {comm}[{pid}] <- peer 127.0.0.1  "),
+        format!("HANDLER-BLOCKED x1  {comm}[{pid}] <- peer 127.0.0.1  "),
     ] {
         assert!(text.contains(&needle), "no {needle:?} in:\n{text}");
     }

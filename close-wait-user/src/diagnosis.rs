@@ -11,6 +11,10 @@ pub enum Diagnosis {
     HeldElsewhere,
     /// Data arrived that the application never read.
     NeverRead,
+    /// The request was read, but the holder's threads are blocked in a
+    /// call on other work (an upstream, a full pipe): the handler has not
+    /// got as far as close().
+    HandlerBlocked,
     /// Nothing unread, descriptor still open: a forgotten close() or a pool
     /// holding dead connections.
     ReadNotClosed,
@@ -24,6 +28,7 @@ impl Diagnosis {
             Diagnosis::Unaccepted => "unaccepted",
             Diagnosis::HeldElsewhere => "held-elsewhere",
             Diagnosis::NeverRead => "never-read",
+            Diagnosis::HandlerBlocked => "handler-blocked",
             Diagnosis::ReadNotClosed => "read-not-closed",
             Diagnosis::ClosedLate => "closed-late",
         }
@@ -54,6 +59,9 @@ pub struct Evidence {
     /// or the peer's own listener when it runs on this host (None when not
     /// checked).
     pub peer_live_connections: Option<usize>,
+    /// For an accepted socket: what its holder's threads are blocked in,
+    /// when they are blocked on other work (None when they are idle).
+    pub blocked: Option<String>,
 }
 
 pub fn diagnose(e: &Evidence) -> Diagnosis {
@@ -63,6 +71,8 @@ pub fn diagnose(e: &Evidence) -> Diagnosis {
         Diagnosis::HeldElsewhere
     } else if e.unread_bytes > 0 {
         Diagnosis::NeverRead
+    } else if e.blocked.is_some() {
+        Diagnosis::HandlerBlocked
     } else {
         Diagnosis::ReadNotClosed
     }
@@ -85,6 +95,16 @@ pub fn explain(d: Diagnosis, e: &Evidence) -> String {
             "{} bytes arrived and were never read: the application stopped reading, \
              so it never saw EOF or called close()",
             e.unread_bytes
+        ),
+        Diagnosis::HandlerBlocked => format!(
+            "{}, but the handler has not finished: {}; the descriptor is closed only when \
+             that call returns (a slow or dead upstream, a full pipe?)",
+            if e.eof_unread {
+                "the request was read, nothing unread but the EOF"
+            } else {
+                "the request was read, and the EOF"
+            },
+            e.blocked.as_deref().unwrap_or("blocked")
         ),
         Diagnosis::ReadNotClosed => {
             let eof = if e.eof_unread {
@@ -115,6 +135,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(diagnose(&base), Diagnosis::ReadNotClosed);
+        let blocked = Evidence {
+            blocked: Some("1 of 1 thread asleep via poll(2) on fd 5".into()),
+            ..base.clone()
+        };
+        assert_eq!(diagnose(&blocked), Diagnosis::HandlerBlocked);
+        assert!(explain(Diagnosis::HandlerBlocked, &blocked)
+            .contains("handler has not finished: 1 of 1 thread asleep via poll(2) on fd 5;"));
+        // Unread data is said first: the handler never read it.
+        let blocked_unread = Evidence {
+            unread_bytes: 3,
+            ..blocked
+        };
+        assert_eq!(diagnose(&blocked_unread), Diagnosis::NeverRead);
         let unread = Evidence {
             unread_bytes: 78,
             ..base.clone()

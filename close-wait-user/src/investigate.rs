@@ -165,10 +165,12 @@ fn find_creator(holders: &[Holder], origins: &dyn Origins) -> Option<Created> {
     None
 }
 
-/// Established connections to the peer (by IP for accepted sockets, by
-/// IP and port for connected ones), plus, for a connected socket whose peer
-/// is on this host, the peer's listener: a peer that still listens is not
-/// gone (a server that closes idle keep-alive connections lives on).
+/// Established connections to the peer's address and port, plus, for a
+/// connected socket whose peer is on this host, the peer's listener: a peer
+/// that still listens is not gone (a server that closes idle keep-alive
+/// connections lives on). The caller asks only for connected sockets: an
+/// accepted socket's peer is a client's ephemeral port, which says nothing
+/// about whether the client (a proxy that timed out, seed 002) is alive.
 fn live_to_peer(table: &[TcpSocket], netns: u32, origin: Origin, remote: SocketAddr) -> usize {
     table
         .iter()
@@ -184,8 +186,6 @@ fn live_to_peer(table: &[TcpSocket], netns: u32, origin: Origin, remote: SocketA
             let r = addr::normalize(s.remote);
             if s.state == tcp_state::LISTEN {
                 true
-            } else if origin == Origin::Accept {
-                r.ip() == remote.ip()
             } else {
                 r == remote
             }
@@ -225,6 +225,8 @@ pub fn investigate(
     inodes.extend(listeners.iter().map(|l| l.inode).filter(|&i| i != 0));
     let holders = sockets::socket_holders(&inodes);
     let no_holders = Vec::new();
+    // What each holder's threads do, read once per process.
+    let mut summaries: HashMap<u32, Option<threads::ThreadSummary>> = HashMap::new();
 
     let mut stuck = Vec::new();
     let mut open_ages_us = Vec::new();
@@ -285,7 +287,13 @@ pub fn investigate(
             eof_unread: s.eof_unread(),
             creator_let_go: created.as_ref().is_some_and(|c| !c.creator_holds),
             holders: sock_holders.len(),
-            peer_live_connections: Some(live_to_peer(table, s.netns, origin_kind, remote)),
+            peer_live_connections: (origin_kind != Origin::Accept)
+                .then(|| live_to_peer(table, s.netns, origin_kind, remote)),
+            blocked: if origin_kind == Origin::Accept && s.inode != 0 {
+                blocked_holders(sock_holders, (local, remote), table, &mut summaries)
+            } else {
+                None
+            },
         };
         let d = diagnosis::diagnose(&evidence);
         let (stack, stack_note, kernel_stack) = match &created {
@@ -370,13 +378,75 @@ pub fn investigate(
             group: 0,
         });
     }
-    let groups = group(&mut stuck, table);
+    let groups = group(&mut stuck, table, &mut summaries);
     Findings {
         stuck,
         groups,
         close_wait_now,
         open_ages_us,
     }
+}
+
+/// What the threads of `pid` are doing, read once and kept in `cache`.
+fn summary_of<'a>(
+    cache: &'a mut HashMap<u32, Option<threads::ThreadSummary>>,
+    table: &[TcpSocket],
+    pid: u32,
+) -> Option<&'a threads::ThreadSummary> {
+    cache
+        .entry(pid)
+        .or_insert_with(|| {
+            let t = threads::threads_of(pid);
+            (!t.is_empty()).then(|| {
+                threads::summarize_with(&t, |fd| {
+                    threads::describe_fd(pid, fd)
+                        .map(|t| t.with_connection(|inode| connection_of(table, inode)))
+                })
+            })
+        })
+        .as_ref()
+}
+
+/// Holders shown when saying what blocked handlers do.
+const BLOCKED_SHOWN: usize = 3;
+
+/// What the holders of an accepted socket are blocked in, when some of
+/// their threads are blocked in a call on other work
+/// ([`threads::ThreadGroup::blocked_on_work`]): `python3[123]: 1 of 4
+/// threads asleep in ... via poll(2) on fd 5 -> socket:[..] (..)`.
+fn blocked_holders(
+    holders: &[Holder],
+    conn: (SocketAddr, SocketAddr),
+    table: &[TcpSocket],
+    cache: &mut HashMap<u32, Option<threads::ThreadSummary>>,
+) -> Option<String> {
+    let mut pids: Vec<(u32, &str)> = holders.iter().map(|h| (h.pid, h.comm.as_str())).collect();
+    pids.dedup_by_key(|p| p.0);
+    let mut parts = Vec::new();
+    for (pid, comm) in pids {
+        let Some(sum) = summary_of(cache, table, pid) else {
+            continue;
+        };
+        let busy: Vec<String> = sum
+            .groups
+            .iter()
+            .filter(|g| g.blocked_on_work(Some(conn)))
+            .map(|g| threads::group_text(g, sum.total, true))
+            .collect();
+        if !busy.is_empty() {
+            parts.push(format!("{comm}[{pid}]: {}", busy.join("; ")));
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let more = parts.len().saturating_sub(BLOCKED_SHOWN);
+    parts.truncate(BLOCKED_SHOWN);
+    let mut text = parts.join(" | ");
+    if more > 0 {
+        text.push_str(&format!(" | and {more} more holders"));
+    }
+    Some(text)
 }
 
 /// The connection behind socket `inode` in `table`, e.g.
@@ -471,7 +541,11 @@ fn ports_held(
 
 /// Groups the stuck sockets (same diagnosis, process, stack functions and
 /// peer), biggest first, and sets each socket's `group` index.
-fn group(stuck: &mut [StuckSocket], table: &[TcpSocket]) -> Vec<StuckGroup> {
+fn group(
+    stuck: &mut [StuckSocket],
+    table: &[TcpSocket],
+    summaries: &mut HashMap<u32, Option<threads::ThreadSummary>>,
+) -> Vec<StuckGroup> {
     let mut groups: Vec<StuckGroup> = Vec::new();
     let mut index: HashMap<(Diagnosis, Option<u32>, String, Peer), usize> = HashMap::new();
     let mut member_of = Vec::with_capacity(stuck.len());
@@ -508,12 +582,8 @@ fn group(stuck: &mut [StuckSocket], table: &[TcpSocket]) -> Vec<StuckGroup> {
     }
     for g in &mut groups {
         if let Some(pid) = g.pid {
-            let t = threads::threads_of(pid);
-            if !t.is_empty() {
-                let mut summary = threads::summarize_with(&t, |fd| {
-                    threads::describe_fd(pid, fd)
-                        .map(|t| t.with_connection(|inode| connection_of(table, inode)))
-                });
+            if let Some(summary) = summary_of(summaries, table, pid) {
+                let mut summary = summary.clone();
                 crate::runtimes::annotate(pid, &mut summary);
                 g.threads = Some(summary);
             }

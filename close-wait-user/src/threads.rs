@@ -696,6 +696,9 @@ pub struct ThreadGroup {
     pub fd: Option<u32>,
     /// Human text for the fd, e.g. `pipe:[1234] with no reader`.
     pub fd_target: Option<String>,
+    /// The TCP connection (or listener) behind `fd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
     /// For poll, select and epoll_wait: the descriptors watched (the
     /// first [`DESCRIBED`] of them described).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -728,7 +731,37 @@ impl ThreadGroup {
     /// Every TCP connection the group's threads wait on: the fd of a
     /// read/write-like call, or those of a wait on many.
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
-        self.waits_on.iter().filter_map(|w| w.connection.as_ref())
+        self.connection
+            .iter()
+            .chain(self.waits_on.iter().filter_map(|w| w.connection.as_ref()))
+    }
+
+    /// Is this group blocked in a call on a piece of work, not idle? In a
+    /// call (asleep or in D state) on a TCP connection that is not a
+    /// listener, or on a pipe or a file; never in accept() or an event
+    /// loop's epoll_wait (waiting for work is idle), and not on `except`
+    /// (the stuck connection itself, as (local, remote)).
+    pub fn blocked_on_work(&self, except: Option<(SocketAddr, SocketAddr)>) -> bool {
+        let Some(sc) = self.syscall.as_deref() else {
+            return false;
+        };
+        if !matches!(self.state, 'S' | 'D')
+            || matches!(sc, "accept" | "accept4")
+            || multi_wait(sc) == Some(MultiWait::Epoll)
+        {
+            return false;
+        }
+        let conn = self.connections().any(|c| {
+            c.state != close_wait_common::tcp_state::LISTEN && except != Some((c.local, c.remote))
+        });
+        let targets = self
+            .fd_target
+            .iter()
+            .chain(self.waits_on.iter().filter_map(|w| w.target.as_ref()));
+        let pipe_or_file = targets
+            .clone()
+            .any(|t| t.starts_with("pipe:[") || t.starts_with('/'));
+        conn || pipe_or_file
     }
 }
 
@@ -787,16 +820,29 @@ pub fn summarize_with(
                     }
                 })
                 .collect();
-            ThreadGroup {
+            let mut conn = None;
+            let mut g = ThreadGroup {
                 count,
                 state,
                 wchan,
                 syscall,
                 fd,
-                fd_target: fd.and_then(&mut describe).map(|t| t.to_string()),
+                connection: None,
+                fd_target: fd.and_then(&mut describe).map(|t| {
+                    if let FdTarget::Socket {
+                        connection: Some(c),
+                        ..
+                    } = &t
+                    {
+                        conn = Some(c.clone());
+                    }
+                    t.to_string()
+                }),
                 waits_on_more: waited.len().saturating_sub(DESCRIBED),
                 waits_on,
-            }
+            };
+            g.connection = conn;
+            g
         })
         .collect();
     let total = threads.len();
@@ -835,7 +881,7 @@ fn state_words(state: char) -> String {
 }
 
 /// `10 of 11 threads asleep in pipe_write via write(2) on fd 2 -> pipe:[..] ...`
-fn group_text(g: &ThreadGroup, total: usize, first: bool) -> String {
+pub fn group_text(g: &ThreadGroup, total: usize, first: bool) -> String {
     let mut s = format!("{} of {total}", g.count);
     if first {
         s.push_str(if total == 1 { " thread" } else { " threads" });
@@ -1160,6 +1206,7 @@ mod tests {
                 syscall: Some("write".into()),
                 fd: Some(2),
                 fd_target: Some("pipe:[1234] with no reader".into()),
+                connection: None,
                 waits_on: vec![],
                 waits_on_more: 0,
             }
@@ -1341,6 +1388,56 @@ mod tests {
         let back: ThreadSummary =
             serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back.groups, s.groups);
+    }
+
+    #[test]
+    fn blocked_on_work_versus_idle() {
+        let up = Connection {
+            local: "127.0.0.1:41000".parse().unwrap(),
+            remote: "127.0.0.1:9000".parse().unwrap(),
+            state: close_wait_common::tcp_state::ESTABLISHED,
+        };
+        let listen = Connection {
+            local: "0.0.0.0:8080".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            state: close_wait_common::tcp_state::LISTEN,
+        };
+        let g =
+            |state: char, sc: &str, target: Option<&str>, conn: Option<&Connection>| ThreadGroup {
+                count: 1,
+                state,
+                wchan: String::new(),
+                syscall: Some(sc.into()),
+                fd: Some(5),
+                fd_target: target.map(str::to_owned),
+                connection: conn.cloned(),
+                waits_on: vec![],
+                waits_on_more: 0,
+            };
+        let sock = Some("socket:[1] (..)");
+        assert!(g('S', "recvfrom", sock, Some(&up)).blocked_on_work(None));
+        assert!(g('D', "read", Some("/var/lib/x"), None).blocked_on_work(None));
+        assert!(g('S', "write", Some("pipe:[9] with no reader"), None).blocked_on_work(None));
+        // On the stuck connection itself, a listener, or nothing: idle.
+        assert!(!g('S', "recvfrom", sock, Some(&up)).blocked_on_work(Some((up.local, up.remote))));
+        assert!(!g('S', "accept4", sock, Some(&listen)).blocked_on_work(None));
+        assert!(!g('S', "read", Some("anon_inode:[eventfd]"), None).blocked_on_work(None));
+        assert!(!g('R', "recvfrom", sock, Some(&up)).blocked_on_work(None));
+        let mut idle = g('S', "clock_nanosleep", None, None);
+        idle.fd = None;
+        assert!(!idle.blocked_on_work(None));
+        // A wait on many: poll on an upstream is work, an event loop's
+        // epoll_wait is not, whatever it watches.
+        let mut poll = g('S', "poll", None, None);
+        poll.fd = None;
+        poll.waits_on = vec![WaitedFd {
+            fd: 5,
+            target: sock.map(str::to_owned),
+            connection: Some(up.clone()),
+        }];
+        assert!(poll.blocked_on_work(None));
+        poll.syscall = Some("epoll_wait".into());
+        assert!(!poll.blocked_on_work(None));
     }
 
     /// A python3 child that connects to `port` and blocks in `call` (with a
