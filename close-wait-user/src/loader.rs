@@ -61,8 +61,17 @@ pub fn netns_offsets() -> NetnsOffsets {
 /// Privileges, tracefs and every tracepoint's format.
 pub fn preflight() -> Result<Preflight, PreflightError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let missing = missing_caps(&status);
+    let mut missing = missing_caps(&status);
     if !missing.is_empty() {
+        // Name everything at once: a tracefs this process cannot read is
+        // the next refusal after the capabilities.
+        if let Err(tpformat::FormatError::NotReadable { path, .. }) = tpformat::find_tracefs() {
+            missing.push(if path.starts_with("/sys/kernel/debug") {
+                "CAP_DAC_READ_SEARCH (to read tracefs at /sys/kernel/debug/tracing)"
+            } else {
+                "CAP_DAC_READ_SEARCH (to read tracefs at /sys/kernel/tracing)"
+            });
+        }
         let who = if unsafe { libc::geteuid() } == 0 {
             "running as root but "
         } else {

@@ -14,7 +14,7 @@ use close_wait_common::{OtherOffsets, StateOffsets};
 pub enum FormatError {
     #[error("tracefs is not mounted (looked in {0}); mount it with: mount -t tracefs nodev /sys/kernel/tracing")]
     NoTracefs(String),
-    #[error("tracefs is mounted at {path} but this process cannot read it ({why}): run as root, or add CAP_DAC_READ_SEARCH to CAP_BPF + CAP_PERFMON")]
+    #[error("tracefs is mounted at {path} but this process cannot read it ({why}): run as root, or add CAP_DAC_READ_SEARCH")]
     NotReadable { path: PathBuf, why: String },
     #[error("tracefs is not mounted here (looked in {looked}): this process runs in network namespace {here} ({name}), as under `ip netns exec`, which remounts /sys and hides tracefs; close-wait sees every namespace from the host: run it there (with --netns {here} to keep only this one), or enter only the network namespace: nsenter --net={name} close-wait ...")]
     NoTracefsInNetns {
