@@ -157,9 +157,101 @@ pub fn container_of(path: &str) -> Option<Container> {
     None
 }
 
+/// Processes a [`ContainerCache`] remembers; at the next one it starts
+/// again empty (worker pids recycled for days never grow it).
+pub const MAX_CACHED_PROCESSES: usize = 4096;
+/// How long a cached answer is trusted (a pid can be reused).
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The short container id of processes, read from `/proc/PID/cgroup` once
+/// per process and [`CACHE_TTL`], for labels on per-episode metrics.
+#[derive(Debug)]
+pub struct ContainerCache {
+    proc_root: PathBuf,
+    map: std::collections::HashMap<u32, (std::time::Instant, String)>,
+}
+
+impl Default for ContainerCache {
+    fn default() -> Self {
+        Self::new(Path::new("/proc"))
+    }
+}
+
+impl ContainerCache {
+    /// A cache over the proc tree at `proc_root`.
+    pub fn new(proc_root: &Path) -> Self {
+        Self {
+            proc_root: proc_root.to_owned(),
+            map: Default::default(),
+        }
+    }
+
+    /// The 12-character id of `pid`'s container; empty outside containers
+    /// or when the process is gone.
+    pub fn short_id(&mut self, pid: u32) -> String {
+        let now = std::time::Instant::now();
+        if let Some((at, id)) = self.map.get(&pid) {
+            if now.duration_since(*at) < CACHE_TTL {
+                return id.clone();
+            }
+        }
+        let id = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
+            .ok()
+            .and_then(|t| crate::sockets::parse_cgroup_v2(&t))
+            .and_then(|p| container_of(&p))
+            .map(|c| c.short_id().to_owned())
+            .unwrap_or_default();
+        if self.map.len() >= MAX_CACHED_PROCESSES && !self.map.contains_key(&pid) {
+            self.map.clear();
+        }
+        self.map.insert(pid, (now, id.clone()));
+        id
+    }
+
+    /// Processes cached now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_cache_reads_proc_and_stays_bounded() {
+        let dir = std::env::temp_dir().join(format!("cw-cgcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let write = |pid: u32, path: &str| {
+            std::fs::create_dir_all(dir.join(pid.to_string())).unwrap();
+            std::fs::write(
+                dir.join(pid.to_string()).join("cgroup"),
+                format!("0::{path}\n"),
+            )
+            .unwrap();
+        };
+        write(7, &format!("/system.slice/docker-{ID}.scope"));
+        write(8, "/user.slice/user-0.slice/session-1.scope");
+        let mut c = ContainerCache::new(&dir);
+        assert_eq!(c.short_id(7), "4f9c2b7d1e3a");
+        assert_eq!(c.short_id(8), "");
+        assert_eq!(c.short_id(9), "", "a process that is gone");
+        // cached: a changed file is not read again within the TTL
+        write(8, &format!("/docker/{ID}"));
+        assert_eq!(c.short_id(8), "");
+        for pid in 100..(100 + MAX_CACHED_PROCESSES as u32 + 5) {
+            c.short_id(pid);
+            assert!(c.len() <= MAX_CACHED_PROCESSES);
+        }
+        // dropped with the rest: read again
+        assert_eq!(c.short_id(8), "4f9c2b7d1e3a");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const ID: &str = "4f9c2b7d1e3a5c6b8d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e";
 

@@ -490,3 +490,90 @@ pub fn own_netns() -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/net").unwrap().ino()
 }
+
+/// A loopback port free right now.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `http://addr/path` over HTTP/1.0 (the connection closes after the
+/// response): (status, body).
+pub fn http_get_plain(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let sa: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Value of the sample `name{labels}` in Prometheus exposition text, the
+/// labels in any order (the sample must have exactly these labels).
+pub fn metric_sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, mut have) = match series.split_once('{') {
+            Some((n, rest)) => (
+                n,
+                rest.trim_end_matches('}')
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            ),
+            None => (series, Vec::new()),
+        };
+        have.sort();
+        (n == name && have == want).then(|| value.parse().ok())?
+    })
+}
+
+/// Metric family names (`# TYPE` lines) of exposition text, with the
+/// sample names a histogram or counter family adds (`_bucket`, `_sum`,
+/// `_count`, `_total`).
+pub fn metric_names(body: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for l in body.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut w = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (w.next(), w.next()) else {
+                continue;
+            };
+            names.insert(name.to_owned());
+            match kind {
+                "histogram" => {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{s}"));
+                    }
+                }
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                _ => {}
+            }
+        } else if !l.starts_with('#') {
+            if let Some(n) = l.split(['{', ' ']).next().filter(|n| !n.is_empty()) {
+                names.insert(n.to_owned());
+            }
+        }
+    }
+    names
+}

@@ -247,7 +247,8 @@ impl State {
         if let Some(m) = &self.metrics {
             let comm = ep.closer.as_ref().map(|c| c.comm.as_str()).unwrap_or("");
             let secs = ep.duration_ns().map(|d| d as f64 / 1e9);
-            m.observe_closed(comm, port, secs, ep.ending.as_str());
+            let container = m.container_of(ep.closer.as_ref().map_or(0, |c| c.pid));
+            m.observe_closed(comm, &container, port, secs, ep.ending.as_str());
         }
         if self.episodes.len() >= MAX_EPISODES {
             self.episodes.pop_front();
@@ -400,6 +401,7 @@ impl State {
         let mut errors = Vec::new();
         if let Some(m) = &self.metrics {
             m.set_gauges(report.counters.close_wait_now, report.counters.stuck);
+            m.set_stuck_holders(&report.stuck);
             m.set_lost(report.counters.lost_events);
             m.set_evictions(report.counters.map_evictions);
         }

@@ -2,18 +2,23 @@
 //! Prometheus scrapes.
 //!
 //! Base unit seconds, cumulative `_bucket{le=...}`, `_sum` and `_count`,
-//! labels of bounded cardinality (comm and port, never pid), and the
-//! tool's own health (lost events, map evictions):
+//! labels of bounded cardinality (comm, container and port, never pid), and
+//! the tool's own health (lost events, map evictions):
 //!
 //! | series | type |
 //! |---|---|
-//! | `close_wait_duration_seconds{comm,port}` | histogram of closed CLOSE_WAIT episodes |
+//! | `close_wait_duration_seconds{comm,container,port}` | histogram of closed CLOSE_WAIT episodes |
 //! | `close_wait_sockets` | gauge: sockets in CLOSE_WAIT now |
 //! | `close_wait_stuck_sockets` | gauge: of those, the ones over the stuck threshold |
+//! | `close_wait_holder_stuck_sockets{comm,container}` | gauge: the stuck ones by holder |
 //! | `close_wait_entered_total` | counter: sockets that entered CLOSE_WAIT |
 //! | `close_wait_closed_total{how}` | counter by `graceful`, `abort`, `peer_reset` |
 //! | `close_wait_lost_events_total` | counter: events the kernel could not deliver |
 //! | `close_wait_map_evictions_total` | counter: tracked sockets evicted from a full map |
+//!
+//! `container` is the 12-character id of the process's container (from its
+//! cgroup path); the label is absent outside containers (Prometheus reads
+//! an absent label as `""`).
 //!
 //! The HTTP side is hyper's HTTP/1 server, one task per connection, with a
 //! header read timeout and a cap on concurrent connections.
@@ -34,7 +39,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -63,10 +68,13 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 900.0, 1800.0,
     3600.0,
 ];
-/// Distinct (comm, port) label pairs of the duration histogram; further
-/// pairs are counted under `comm="other",port="other"`.
+/// Distinct (comm, container, port) label sets of the duration histogram;
+/// further ones are counted under `comm="other",port="other"`.
 pub const MAX_DURATION_SERIES: usize = 256;
-/// Value of both labels for pairs beyond [`MAX_DURATION_SERIES`].
+/// Distinct (comm, container) series of `close_wait_holder_stuck_sockets`
+/// at one checkpoint; the other holders are added up under `comm="other"`.
+pub const MAX_HOLDER_SERIES: usize = 256;
+/// Value of the labels for series beyond the bounds.
 pub const OTHER: &str = "other";
 /// Content type of the response (OpenMetrics text, as prometheus-client
 /// encodes it).
@@ -91,10 +99,43 @@ fn how_label(how: &str) -> &'static str {
         .unwrap_or(OTHER)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DurationLabels {
     comm: String,
+    container: String,
     port: String,
+}
+
+/// `comm`, then `container` when not empty.
+fn encode_comm_container(
+    comm: &str,
+    container: &str,
+    encoder: &mut LabelSetEncoder,
+) -> Result<(), std::fmt::Error> {
+    ("comm", comm).encode(encoder.encode_label())?;
+    if !container.is_empty() {
+        ("container", container).encode(encoder.encode_label())?;
+    }
+    Ok(())
+}
+
+impl EncodeLabelSet for DurationLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        encode_comm_container(&self.comm, &self.container, encoder)?;
+        ("port", self.port.as_str()).encode(encoder.encode_label())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HolderLabels {
+    comm: String,
+    container: String,
+}
+
+impl EncodeLabelSet for HolderLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        encode_comm_container(&self.comm, &self.container, encoder)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -106,6 +147,9 @@ fn new_duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// (comm, container) -> ports with a duration series of their own.
+type SeriesPorts = HashMap<(String, String), HashSet<u16>>;
+
 /// The metrics, cheap to update from the event loop and shared with the
 /// HTTP server through an `Arc`.
 pub struct Metrics {
@@ -113,12 +157,17 @@ pub struct Metrics {
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     sockets: Gauge,
     stuck: Gauge,
+    holder_stuck: Family<HolderLabels, Gauge>,
     entered: Counter,
     closed: Family<HowLabels, Counter>,
     lost: Counter,
     evictions: Counter,
-    /// (comm -> ports) pairs that have their own duration series.
-    series: Mutex<(usize, HashMap<String, HashSet<u16>>)>,
+    /// (comm, container) -> ports that have their own duration series.
+    series: Mutex<(usize, SeriesPorts)>,
+    /// Label sets of `holder_stuck` set at the last checkpoint.
+    holders_shown: Mutex<HashSet<HolderLabels>>,
+    /// Container ids of closers, by pid.
+    containers: Mutex<crate::cgroup::ContainerCache>,
 }
 
 impl Default for Metrics {
@@ -140,6 +189,7 @@ impl Metrics {
             Family::new_with_constructor(new_duration_histogram);
         let sockets = Gauge::default();
         let stuck = Gauge::default();
+        let holder_stuck = Family::<HolderLabels, Gauge>::default();
         let entered = Counter::default();
         let closed = Family::<HowLabels, Counter>::default();
         let lost = Counter::default();
@@ -155,6 +205,11 @@ impl Metrics {
             "stuck_sockets",
             "Sockets in CLOSE_WAIT for longer than the stuck threshold",
             stuck.clone(),
+        );
+        registry.register(
+            "holder_stuck_sockets",
+            "Stuck sockets by the comm and container of their holder (of the listener for a socket never accepted)",
+            holder_stuck.clone(),
         );
         registry.register(
             "entered",
@@ -185,44 +240,70 @@ impl Metrics {
             duration,
             sockets,
             stuck,
+            holder_stuck,
             entered,
             closed,
             lost,
             evictions,
             series: Mutex::new((0, HashMap::new())),
+            holders_shown: Mutex::new(HashSet::new()),
+            containers: Mutex::new(Default::default()),
         }
     }
 
-    /// Labels for `(comm, port)`, folded into `other` once
-    /// [`MAX_DURATION_SERIES`] pairs exist.
-    fn labels(&self, comm: &str, port: u16) -> DurationLabels {
+    /// Labels for `(comm, container, port)`, folded into `other` once
+    /// [`MAX_DURATION_SERIES`] label sets exist.
+    fn labels(&self, comm: &str, container: &str, port: u16) -> DurationLabels {
         let comm = if comm.is_empty() { "?" } else { comm };
         let mut guard = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let (count, pairs) = &mut *guard;
-        let known = pairs.get(comm).is_some_and(|p| p.contains(&port));
+        let key = (comm.to_owned(), container.to_owned());
+        let known = pairs.get(&key).is_some_and(|p| p.contains(&port));
         if !known {
             if *count >= MAX_DURATION_SERIES {
                 return DurationLabels {
                     comm: OTHER.to_owned(),
+                    container: String::new(),
                     port: OTHER.to_owned(),
                 };
             }
             *count += 1;
-            pairs.entry(comm.to_owned()).or_default().insert(port);
+            pairs.entry(key).or_default().insert(port);
         }
         DurationLabels {
             comm: comm.to_owned(),
+            container: container.to_owned(),
             port: port.to_string(),
         }
     }
 
-    /// Records a closed episode of `comm` on service port `port` that spent
-    /// `secs` in CLOSE_WAIT (`None` when its start was not seen: counted,
-    /// not observed) and ended `how` (one of [`CLOSE_HOWS`]).
-    pub fn observe_closed(&self, comm: &str, port: u16, secs: Option<f64>, how: &str) {
+    /// The short container id of process `pid` for the `container` label
+    /// (empty outside containers), cached per process.
+    pub fn container_of(&self, pid: u32) -> String {
+        if pid == 0 {
+            return String::new();
+        }
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .short_id(pid)
+    }
+
+    /// Records a closed episode of `comm` (in `container`, `""` for none)
+    /// on service port `port` that spent `secs` in CLOSE_WAIT (`None` when
+    /// its start was not seen: counted, not observed) and ended `how` (one
+    /// of [`CLOSE_HOWS`]).
+    pub fn observe_closed(
+        &self,
+        comm: &str,
+        container: &str,
+        port: u16,
+        secs: Option<f64>,
+        how: &str,
+    ) {
         if let Some(secs) = secs {
             self.duration
-                .get_or_create(&self.labels(comm, port))
+                .get_or_create(&self.labels(comm, container, port))
                 .observe(secs);
         }
         self.closed
@@ -236,6 +317,48 @@ impl Metrics {
     pub fn set_gauges(&self, now: u64, stuck: u64) {
         self.sockets.set(i64::try_from(now).unwrap_or(i64::MAX));
         self.stuck.set(i64::try_from(stuck).unwrap_or(i64::MAX));
+    }
+
+    /// Replaces `close_wait_holder_stuck_sockets` with the stuck sockets of
+    /// this checkpoint, counted by (comm, container) of their holder; past
+    /// [`MAX_HOLDER_SERIES`] holders the rest go under `comm="other"`.
+    pub fn set_stuck_holders(&self, stuck: &[crate::model::StuckSocket]) {
+        let mut counts: HashMap<HolderLabels, i64> = HashMap::new();
+        for s in stuck {
+            let comm = s
+                .holders
+                .first()
+                .or_else(|| s.listener.as_ref().and_then(|l| l.holders.first()))
+                .map(|h| h.comm.as_str())
+                .filter(|c| !c.is_empty())
+                .unwrap_or("?");
+            let container = s
+                .container
+                .as_ref()
+                .map(|c| c.short_id().to_owned())
+                .unwrap_or_default();
+            let mut key = HolderLabels {
+                comm: comm.to_owned(),
+                container,
+            };
+            if !counts.contains_key(&key) && counts.len() >= MAX_HOLDER_SERIES {
+                key = HolderLabels {
+                    comm: OTHER.to_owned(),
+                    container: String::new(),
+                };
+            }
+            *counts.entry(key).or_default() += 1;
+        }
+        // Set the new values first, then drop the series of holders gone: a
+        // scrape in between never sees a holder that is still there vanish.
+        let mut shown = self.holders_shown.lock().unwrap_or_else(|e| e.into_inner());
+        for (labels, n) in &counts {
+            self.holder_stuck.get_or_create(labels).set(*n);
+        }
+        for gone in shown.iter().filter(|l| !counts.contains_key(*l)) {
+            self.holder_stuck.remove(gone);
+        }
+        *shown = counts.into_keys().collect();
     }
 
     /// One more socket entered CLOSE_WAIT.
@@ -407,12 +530,12 @@ mod tests {
         metrics.inc_entered();
         metrics.inc_entered();
         metrics.inc_entered();
-        metrics.observe_closed("nginx", 8080, Some(0.002), "graceful");
-        metrics.observe_closed("nginx", 8080, Some(120.0), "abort");
-        metrics.observe_closed("my \"app\"", 9000, Some(0.5), "peer_reset");
+        metrics.observe_closed("nginx", "", 8080, Some(0.002), "graceful");
+        metrics.observe_closed("nginx", "", 8080, Some(120.0), "abort");
+        metrics.observe_closed("my \"app\"", "", 9000, Some(0.5), "peer_reset");
         // start not seen: counted, not observed
-        metrics.observe_closed("nginx", 8080, None, "graceful");
-        metrics.observe_closed("nginx", 8080, None, "bogus");
+        metrics.observe_closed("nginx", "", 8080, None, "graceful");
+        metrics.observe_closed("nginx", "", 8080, None, "bogus");
         metrics.set_gauges(4, 1);
         metrics.set_lost(7);
         metrics.set_lost(3); // never goes down
@@ -493,10 +616,10 @@ mod tests {
     fn duration_series_are_bounded() {
         let m = Metrics::new();
         for i in 0..(MAX_DURATION_SERIES as u16 + 50) {
-            m.observe_closed(&format!("c{}", i % 7), 1000 + i, Some(1.0), "graceful");
+            m.observe_closed(&format!("c{}", i % 7), "", 1000 + i, Some(1.0), "graceful");
         }
         // a known pair keeps its labels after the limit
-        m.observe_closed("c0", 1000, Some(1.0), "graceful");
+        m.observe_closed("c0", "", 1000, Some(1.0), "graceful");
         let body = m.encode();
         let series = body
             .lines()
@@ -510,6 +633,82 @@ mod tests {
         has_line(
             &body,
             "close_wait_duration_seconds_count{comm=\"c0\",port=\"1000\"} 2",
+        );
+    }
+
+    #[test]
+    fn container_label_only_inside_containers() {
+        let m = Metrics::new();
+        m.observe_closed("nginx", "4f9c2b7d1e3a", 80, Some(0.5), "graceful");
+        m.observe_closed("nginx", "", 80, Some(0.5), "graceful");
+        let body = m.encode();
+        has_line(
+            &body,
+            "close_wait_duration_seconds_count{comm=\"nginx\",container=\"4f9c2b7d1e3a\",port=\"80\"} 1",
+        );
+        has_line(
+            &body,
+            "close_wait_duration_seconds_count{comm=\"nginx\",port=\"80\"} 1",
+        );
+        assert_eq!(m.container_of(0), "");
+        assert_eq!(m.container_of(std::process::id()).len() % 12, 0);
+    }
+
+    #[test]
+    fn holder_stuck_sockets_by_comm_and_container() {
+        use crate::model::Origin;
+        use crate::report::tests_support::stuck;
+        let holder = |comm: &str| crate::sockets::Holder {
+            pid: 7,
+            fd: 3,
+            comm: comm.into(),
+            cmdline: String::new(),
+        };
+        let mut a = stuck("127.0.0.1:9099", Origin::Accept);
+        a.holders = vec![holder("python3")];
+        a.container = crate::cgroup::container_of(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_4a1b_9c2d_3e4f5a6b7c8d.slice/cri-containerd-4f9c2b7d1e3a5c6b8d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e.scope",
+        );
+        let host = {
+            let mut s = stuck("127.0.0.1:9098", Origin::Accept);
+            s.holders = vec![holder("python3")];
+            s
+        };
+        let m = Metrics::new();
+        m.set_stuck_holders(&[a.clone(), a.clone(), host.clone()]);
+        let body = m.encode();
+        has_line(&body, "# TYPE close_wait_holder_stuck_sockets gauge");
+        has_line(
+            &body,
+            "close_wait_holder_stuck_sockets{comm=\"python3\",container=\"4f9c2b7d1e3a\"} 2",
+        );
+        has_line(&body, "close_wait_holder_stuck_sockets{comm=\"python3\"} 1");
+        // a holder gone at the next checkpoint leaves no series behind
+        m.set_stuck_holders(std::slice::from_ref(&host));
+        let body = m.encode();
+        assert!(!body.contains("container=\"4f9c2b7d1e3a\""), "{body}");
+        has_line(&body, "close_wait_holder_stuck_sockets{comm=\"python3\"} 1");
+        // bounded: a thousand distinct holders make at most MAX + 1 series
+        let many: Vec<_> = (0..1000)
+            .map(|i| {
+                let mut s = host.clone();
+                s.holders = vec![holder(&format!("w{i}"))];
+                s
+            })
+            .collect();
+        m.set_stuck_holders(&many);
+        let body = m.encode();
+        let series = body
+            .lines()
+            .filter(|l| l.starts_with("close_wait_holder_stuck_sockets{"))
+            .count();
+        assert_eq!(series, MAX_HOLDER_SERIES + 1, "{body}");
+        has_line(
+            &body,
+            &format!(
+                "close_wait_holder_stuck_sockets{{comm=\"other\"}} {}",
+                1000 - MAX_HOLDER_SERIES
+            ),
         );
     }
 
