@@ -36,12 +36,26 @@ struct Shared {
     cv: Condvar,
     /// Bytes written so far (progress, for the final patience).
     written: AtomicU64,
+    /// When the writer last made progress (took a chunk or finished a
+    /// write), in ms since `epoch`: a writer stuck in write() for longer
+    /// than the final patience is not waited for again.
+    progress_ms: AtomicU64,
+    epoch: Instant,
     gone: tokio::sync::Notify,
     capacity: usize,
     fd: i32,
 }
 
 impl Shared {
+    fn progressed(&self) {
+        self.progress_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn last_progress(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.progress_ms.load(Ordering::Relaxed))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.q.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -76,8 +90,9 @@ fn reader_gone(fd: i32) -> bool {
     n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
-/// Writes all of `buf` to `fd`, counting progress.
-fn write_all_fd(fd: i32, buf: &[u8], written: &AtomicU64) -> io::Result<()> {
+/// Writes all of `buf` to the shared fd, counting progress.
+fn write_all_fd(shared: &Shared, buf: &[u8]) -> io::Result<()> {
+    let fd = shared.fd;
     let mut rest = buf;
     while !rest.is_empty() {
         // SAFETY: writing from a valid buffer to a descriptor we were given.
@@ -90,7 +105,8 @@ fn write_all_fd(fd: i32, buf: &[u8], written: &AtomicU64) -> io::Result<()> {
             return Err(e);
         }
         let n = n as usize;
-        written.fetch_add(n as u64, Ordering::Relaxed);
+        shared.written.fetch_add(n as u64, Ordering::Relaxed);
+        shared.progressed();
         rest = &rest[n..];
     }
     Ok(())
@@ -107,6 +123,7 @@ fn writer(shared: Arc<Shared>, watch_reader: bool) {
                 if let Some(c) = q.chunks.pop_front() {
                     q.bytes -= c.len();
                     q.busy = true;
+                    shared.progressed();
                     break c;
                 }
                 if watch_reader {
@@ -125,7 +142,7 @@ fn writer(shared: Arc<Shared>, watch_reader: bool) {
                 }
             }
         };
-        let r = write_all_fd(shared.fd, &chunk, &shared.written);
+        let r = write_all_fd(&shared, &chunk);
         shared.lock().busy = false;
         shared.cv.notify_all();
         if let Err(e) = r {
@@ -154,6 +171,8 @@ impl Stdout {
             q: Mutex::new(Queue::default()),
             cv: Condvar::new(),
             written: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             gone: tokio::sync::Notify::new(),
             capacity,
             fd,
@@ -220,7 +239,12 @@ impl Stdout {
         q.chunks.push_back(text.as_bytes().to_vec());
         self.shared.cv.notify_all();
         let mut last = self.shared.written.load(Ordering::Relaxed);
-        let mut since = Instant::now();
+        // A writer already stuck in one write() has used its patience.
+        let mut since = if q.busy {
+            self.shared.last_progress()
+        } else {
+            Instant::now()
+        };
         loop {
             if let Some(why) = &q.closed {
                 return Err(why.clone());
@@ -322,6 +346,16 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("not being read"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // Stuck in write() for longer than the patience already: the next
+        // summary gives up at once rather than waiting again.
+        std::thread::sleep(Duration::from_millis(250));
+        let t = Instant::now();
+        assert!(out.finish("again\n", Duration::from_millis(200)).is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
         drop(r);
     }
 
