@@ -521,18 +521,19 @@ fn impossible_pids_and_cgroups_outside_the_mount_are_refused() {
         );
     }
     // Below pid_max but no such process: refused too (a filter that can
-    // never match). A child that exited and was reaped leaves its pid free.
-    let mut child = Command::new("true").spawn().unwrap();
-    let dead = child.id().to_string();
-    child.wait().unwrap();
-    if !Path::new(&format!("/proc/{dead}")).exists() {
-        refused_unattached(
-            "-p of no process",
-            &["record", "-p", &dead, "--duration", "5s"],
-            1,
-            &[&dead],
-        );
-    }
+    // never match). Pids are handed out upwards and wrap, so the top of
+    // the range is the least likely to be taken meanwhile.
+    let dead = (pid_max.saturating_sub(64)..pid_max)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid near pid_max")
+        .to_string();
+    refused_unattached(
+        "-p of no process",
+        &["record", "-p", &dead, "--duration", "5s"],
+        1,
+        &[&dead],
+    );
     // The literal row, then an absolute path that climbs out.
     for cg in ["../cpu", "/sys/fs/cgroup/../../proc", "a/../../.."] {
         for sub in ["record", "snapshot"] {
