@@ -1,10 +1,16 @@
-//! Userspace cost per CLOSE_WAIT episode: decode two ring buffer records,
-//! run them through the tracker and record the duration in the histograms.
+//! Userspace cost per CLOSE_WAIT episode, as `record` pays it: decode two
+//! ring buffer records, run them through the tracker, and the aggregator
+//! (service port, duration histograms, closed-late table, last episodes).
 //! Prints figures; asserts nothing.
 
 use std::{hint::black_box, time::Instant};
 
-use close_wait::{events, histograms::Histograms, tracker::Tracker};
+use close_wait::{
+    aggregate::{Aggregator, ServicePorts},
+    cli::Filters,
+    clock, events,
+    tracker::Tracker,
+};
 use close_wait_common::{flags, kind, tcp_state, Event, AF_INET};
 
 fn event(ts: u64, sk: u64, old: u8, new: u8) -> Vec<u8> {
@@ -50,20 +56,19 @@ fn main() {
         })
         .collect();
     let mut tracker = Tracker::new(65536);
-    let mut hist = Histograms::new();
+    let ports = ServicePorts::new([8080].into_iter().collect(), clock::monotonic_ns());
+    // A 5 s threshold: no episode here is closed late.
+    let mut agg = Aggregator::new(Filters::default(), 5_000_000_000, ports, None);
     let start = Instant::now();
     for (a, b) in &recs {
-        let ra = events::decode(a).unwrap();
-        tracker.on_record(&ra);
-        let rb = events::decode(b).unwrap();
-        if let Some(ep) = tracker.on_record(&rb) {
-            if let (Some(d), Some(c)) = (ep.duration_ns(), &ep.closer) {
-                hist.record_closed(&c.comm, ep.local.port(), d / 1000);
-            }
+        for bytes in [a, b] {
+            let r = events::decode(bytes).unwrap();
+            agg.on_transition(tracker.on_record(&r));
         }
     }
     let el = start.elapsed();
-    black_box(&hist);
+    let hist = &agg.hist;
+    black_box(hist);
     let per = el.as_nanos() as f64 / N as f64;
     println!(
         "  {N} episodes in {:.3} s: {per:.0} ns/episode, {:.2} M episodes/s on one core",

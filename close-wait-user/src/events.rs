@@ -37,18 +37,67 @@ impl TryFrom<u32> for Kind {
     }
 }
 
+/// A task's name as the kernel keeps it: up to 16 bytes, NUL-padded.
+/// Copied, never allocated, on the event path; made text at the edges.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    pub fn from_raw(raw: [u8; 16]) -> Comm {
+        Comm(raw)
+    }
+
+    /// The name's bytes, without the NUL padding.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        &self.0[..end]
+    }
+
+    /// The name as text (borrowed unless it is not UTF-8).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl From<&str> for Comm {
+    /// The first 16 bytes of `s` (tests and fixtures).
+    fn from(s: &str) -> Comm {
+        let mut raw = [0u8; 16];
+        let n = s.len().min(16);
+        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(raw)
+    }
+}
+
+impl AsRef<[u8]> for Comm {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 /// One decoded event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub kind: Kind,
     pub ts_ns: u64,
     pub skaddr: u64,
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
     /// Entry time into CLOSE_WAIT as the kernel map held it.
     pub entered_ns: Option<u64>,
-    pub tracked: bool,
     /// CLOSE_WAIT -> CLOSE right after a reset from the peer (the kernel saw
     /// tcp_receive_reset for this socket just before, on the same CPU).
     pub reset_received: bool,
@@ -81,10 +130,41 @@ pub fn state_name(s: u8) -> &'static str {
     }
 }
 
+/// The `--events` line of a state change (`None` for other events):
+/// `HH:MM:SS.mmm who local -> remote OLD -> NEW [time in CLOSE_WAIT]`, `at`
+/// being the event's wall-clock time.
+pub fn event_line(r: &Record, at: &str) -> Option<String> {
+    if r.kind != Kind::State {
+        return None;
+    }
+    let (l, rem) = (r.local?, r.remote?);
+    let entering = r.newstate == close_wait_common::tcp_state::CLOSE_WAIT;
+    // At entry, and at an exit caused by the peer's reset, the task on CPU
+    // is the peer's or softirq's, never the owner: it is not printed as if
+    // it were.
+    let who = if entering || r.reset_received {
+        "-".to_string()
+    } else {
+        format!("{}/{}", r.pid, r.comm)
+    };
+    let waited = match (entering, r.entered_ns) {
+        (false, Some(e)) => format!(
+            "  in CLOSE_WAIT {}",
+            crate::report::fmt_ms(r.ts_ns.saturating_sub(e) as f64 / 1e6)
+        ),
+        (false, None) => "  in CLOSE_WAIT since before attach".to_string(),
+        _ => String::new(),
+    };
+    Some(format!(
+        "{at} {who:<22} {l} -> {rem} {} -> {}{waited}",
+        state_name(r.oldstate),
+        state_name(r.newstate),
+    ))
+}
+
 /// Turns a NUL-padded comm into a string.
-pub fn comm_str(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+pub fn comm_str(raw: &[u8; 16]) -> String {
+    Comm(*raw).as_str().into_owned()
 }
 
 /// Decodes one ring buffer record. The size must be exact.
@@ -111,9 +191,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         skaddr: ev.skaddr,
         pid: (ev.pid_tgid >> 32) as u32,
         tid: ev.pid_tgid as u32,
-        comm: comm_str(&ev.comm),
+        comm: Comm(ev.comm),
         entered_ns: (ev.entered_ns != 0).then_some(ev.entered_ns),
-        tracked: ev.flags & flags::TRACKED != 0,
         reset_received: ev.flags & flags::RESET_RECEIVED != 0,
         oldstate: ev.oldstate,
         newstate: ev.newstate,
@@ -169,11 +248,10 @@ mod tests {
         let r = decode(&encode(&sample())).unwrap();
         assert_eq!(r.kind, Kind::State);
         assert_eq!((r.pid, r.tid), (42, 43));
-        assert_eq!(r.comm, "python");
+        assert_eq!(r.comm.as_str(), "python");
         assert_eq!(r.local.unwrap().to_string(), "127.0.0.1:8080");
         assert_eq!(r.remote.unwrap().to_string(), "127.0.0.2:40000");
         assert_eq!(r.entered_ns, Some(100));
-        assert!(r.tracked);
         assert!(!r.reset_received);
         assert_eq!((r.oldstate, r.newstate), (8, 9));
         assert_eq!(r.netns, 4026531840);
@@ -206,7 +284,7 @@ mod tests {
         let mut ev = sample();
         ev.flags = flags::RESET_RECEIVED;
         let r = decode(&encode(&ev)).unwrap();
-        assert!(r.reset_received && !r.tracked);
+        assert!(r.reset_received);
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod hlog;
 pub mod html;
 pub mod json;
 pub mod offline;
+pub mod outputs;
 pub mod prometheus;
 pub mod svg;

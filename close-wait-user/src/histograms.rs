@@ -14,7 +14,7 @@
 //! interval histograms that [`Histograms::take_interval`] hands out and
 //! resets (for the interval log).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -138,14 +138,61 @@ impl HistSummary {
     }
 }
 
+/// The cumulative and the current interval's histogram of one tag.
+#[derive(Debug)]
+struct Tagged {
+    tag: String,
+    cumulative: Histogram<u64>,
+    interval: Histogram<u64>,
+    /// Something was recorded in `interval` since the last take.
+    touched: bool,
+}
+
+impl Tagged {
+    fn new(tag: String) -> Tagged {
+        Tagged {
+            tag,
+            cumulative: new_histogram(),
+            interval: new_histogram(),
+            touched: false,
+        }
+    }
+
+    fn record(&mut self, value: u64) {
+        record(&mut self.cumulative, value);
+        record(&mut self.interval, value);
+        self.touched = true;
+    }
+}
+
+/// Distinct raw comms remembered for their tag id.
+const MAX_RAW_COMMS: usize = 4 * MAX_TAGS_PER_KIND;
+
+/// Index of a tag in `Histograms::tags`; 0 is `all`.
+type TagId = u16;
+const ALL: TagId = 0;
+/// `port_ids` value of a port without its own tag yet.
+const NO_TAG: TagId = TagId::MAX;
+
 /// Cumulative and per-interval histograms of CLOSE_WAIT durations, by tag.
+///
+/// Tags are interned: each comm (by its raw bytes) and each port is mapped
+/// to a small integer once, and recording an episode is then two look-ups
+/// without allocation (a comm hash, a port index) and three histogram
+/// increments.
 #[derive(Debug)]
 pub struct Histograms {
-    cumulative: BTreeMap<String, Histogram<u64>>,
-    interval: BTreeMap<String, Histogram<u64>>,
-    /// `comm:` tags and ports that got their own histogram.
-    comms: HashSet<String>,
-    ports: HashSet<u16>,
+    tags: Vec<Tagged>,
+    /// Tag text -> id (distinct comms can share a tag once cleaned).
+    by_tag: HashMap<String, TagId>,
+    /// Raw comm bytes -> id of its `comm:` tag (or of `comm:other`).
+    comm_ids: HashMap<Box<[u8]>, TagId>,
+    /// Port -> id of its `port:` tag (or of `port:other`), [`NO_TAG`] unseen.
+    port_ids: Vec<TagId>,
+    comm_tags: usize,
+    port_tags: usize,
+    /// Ages of the sockets still in CLOSE_WAIT (a snapshot).
+    open: Option<Histogram<u64>>,
     /// `set_open_ages` was called since the last `take_interval`.
     open_pending: bool,
 }
@@ -158,44 +205,73 @@ impl Default for Histograms {
 
 impl Histograms {
     pub fn new() -> Histograms {
-        let mut cumulative = BTreeMap::new();
-        cumulative.insert(TAG_ALL.to_owned(), new_histogram());
-        Histograms {
-            cumulative,
-            interval: BTreeMap::new(),
-            comms: HashSet::new(),
-            ports: HashSet::new(),
+        let mut h = Histograms {
+            tags: Vec::new(),
+            by_tag: HashMap::new(),
+            comm_ids: HashMap::new(),
+            port_ids: vec![NO_TAG; usize::from(u16::MAX) + 1],
+            comm_tags: 0,
+            port_tags: 0,
+            open: None,
             open_pending: false,
+        };
+        h.intern(TAG_ALL.to_owned());
+        h
+    }
+
+    fn intern(&mut self, tag: String) -> TagId {
+        if let Some(&id) = self.by_tag.get(&tag) {
+            return id;
         }
+        let id = self.tags.len() as TagId;
+        self.by_tag.insert(tag.clone(), id);
+        self.tags.push(Tagged::new(tag));
+        id
+    }
+
+    fn comm_id(&mut self, comm: &[u8]) -> TagId {
+        if let Some(&id) = self.comm_ids.get(comm) {
+            return id;
+        }
+        let tag = comm_tag(&String::from_utf8_lossy(comm));
+        let id = if self.by_tag.contains_key(&tag) || self.comm_tags < MAX_TAGS_PER_KIND {
+            if !self.by_tag.contains_key(&tag) {
+                self.comm_tags += 1;
+            }
+            self.intern(tag)
+        } else {
+            self.intern(TAG_COMM_OTHER.to_owned())
+        };
+        // Raw names are remembered up to a bound; beyond it a new name is
+        // looked up by its tag text each time (slower, never unbounded).
+        if self.comm_ids.len() < MAX_RAW_COMMS {
+            self.comm_ids.insert(comm.into(), id);
+        }
+        id
+    }
+
+    fn port_id(&mut self, port: u16) -> TagId {
+        let id = self.port_ids[usize::from(port)];
+        if id != NO_TAG {
+            return id;
+        }
+        let id = if self.port_tags < MAX_TAGS_PER_KIND {
+            self.port_tags += 1;
+            self.intern(port_tag(port))
+        } else {
+            self.intern(TAG_PORT_OTHER.to_owned())
+        };
+        self.port_ids[usize::from(port)] = id;
+        id
     }
 
     /// Records one closed CLOSE_WAIT episode of `dur_us` microseconds owned
     /// by `comm` on service port `port`.
-    pub fn record_closed(&mut self, comm: &str, port: u16, dur_us: u64) {
-        let mut comm = comm_tag(comm);
-        if !self.comms.contains(&comm) {
-            if self.comms.len() < MAX_TAGS_PER_KIND {
-                self.comms.insert(comm.clone());
-            } else {
-                TAG_COMM_OTHER.clone_into(&mut comm);
-            }
-        }
-        let port = if self.ports.contains(&port) || self.ports.len() < MAX_TAGS_PER_KIND {
-            self.ports.insert(port);
-            port_tag(port)
-        } else {
-            TAG_PORT_OTHER.to_owned()
-        };
-        for tag in [TAG_ALL, comm.as_str(), port.as_str()] {
-            for map in [&mut self.cumulative, &mut self.interval] {
-                if let Some(h) = map.get_mut(tag) {
-                    record(h, dur_us);
-                } else {
-                    let mut h = new_histogram();
-                    record(&mut h, dur_us);
-                    map.insert(tag.to_owned(), h);
-                }
-            }
+    pub fn record_closed(&mut self, comm: impl AsRef<[u8]>, port: u16, dur_us: u64) {
+        let c = self.comm_id(comm.as_ref());
+        let p = self.port_id(port);
+        for id in [ALL, c, p] {
+            self.tags[usize::from(id)].record(dur_us);
         }
     }
 
@@ -208,23 +284,28 @@ impl Histograms {
         for &age in ages_us {
             record(&mut h, age);
         }
-        self.cumulative.insert(TAG_OPEN.to_owned(), h);
+        self.open = Some(h);
         self.open_pending = true;
     }
 
     /// The cumulative histogram of `tag`, if anything was recorded under it
     /// (`all` always exists).
     pub fn get(&self, tag: &str) -> Option<&Histogram<u64>> {
-        self.cumulative.get(tag)
+        if tag == TAG_OPEN {
+            return self.open.as_ref();
+        }
+        let id = *self.by_tag.get(tag)?;
+        Some(&self.tags[usize::from(id)].cumulative)
     }
 
     /// Every cumulative histogram with its tag, in report order (see
     /// [`tag_order`]).
     pub fn cumulative(&self) -> Vec<(&str, &Histogram<u64>)> {
         let mut v: Vec<(&str, &Histogram<u64>)> = self
-            .cumulative
+            .tags
             .iter()
-            .map(|(t, h)| (t.as_str(), h))
+            .map(|t| (t.tag.as_str(), &t.cumulative))
+            .chain(self.open.as_ref().map(|h| (TAG_OPEN, h)))
             .collect();
         v.sort_by(|a, b| tag_order(a.0).cmp(&tag_order(b.0)));
         v
@@ -246,17 +327,22 @@ impl Histograms {
     /// if [`set_open_ages`](Self::set_open_ages) was called since the last
     /// call (its snapshot, not a difference).
     pub fn take_interval(&mut self) -> Vec<(String, Histogram<u64>)> {
-        let mut taken = std::mem::take(&mut self.interval);
-        taken
-            .entry(TAG_ALL.to_owned())
-            .or_insert_with(new_histogram);
+        let mut v: Vec<(String, Histogram<u64>)> = Vec::new();
+        for (i, t) in self.tags.iter_mut().enumerate() {
+            if t.touched || i == usize::from(ALL) {
+                v.push((
+                    t.tag.clone(),
+                    std::mem::replace(&mut t.interval, new_histogram()),
+                ));
+                t.touched = false;
+            }
+        }
         if self.open_pending {
-            if let Some(open) = self.cumulative.get(TAG_OPEN) {
-                taken.insert(TAG_OPEN.to_owned(), open.clone());
+            if let Some(open) = &self.open {
+                v.push((TAG_OPEN.to_owned(), open.clone()));
             }
             self.open_pending = false;
         }
-        let mut v: Vec<(String, Histogram<u64>)> = taken.into_iter().collect();
         v.sort_by(|a, b| tag_order(&a.0).cmp(&tag_order(&b.0)));
         v
     }
@@ -377,7 +463,7 @@ mod tests {
     fn cardinality_is_bounded() {
         let mut h = Histograms::new();
         for i in 0..(MAX_TAGS_PER_KIND as u16 + 10) {
-            h.record_closed(&format!("c{i}"), 1000 + i, 7);
+            h.record_closed(format!("c{i}"), 1000 + i, 7);
         }
         // a known comm keeps its own tag after the limit was reached
         h.record_closed("c0", 1000, 7);

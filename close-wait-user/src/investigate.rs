@@ -13,6 +13,7 @@ use close_wait_common::{origin, tcp_state, FdOrigin};
 
 use crate::{
     addr,
+    budget::Budget,
     cli::Filters,
     diagnosis::{self, Diagnosis, Evidence},
     events::comm_str,
@@ -68,6 +69,8 @@ pub struct Options<'a> {
     pub kernel_stacks: bool,
     /// False with `--stacks none`: no user stack was taken.
     pub user_stacks: bool,
+    /// Sockets left when it is spent are counted, not investigated.
+    pub budget: &'a Budget,
 }
 
 pub struct Findings {
@@ -77,6 +80,8 @@ pub struct Findings {
     pub close_wait_now: u64,
     /// Ages (us) of every socket in CLOSE_WAIT now, for the "open" histogram.
     pub open_ages_us: Vec<u64>,
+    /// Sockets in CLOSE_WAIT not investigated: the budget ran out.
+    pub uninvestigated: u64,
 }
 
 pub fn tuple(s: &TcpSocket) -> Tuple {
@@ -223,7 +228,15 @@ pub fn investigate(
         .filter_map(|s| listener_for(table, s.netns, s.local))
         .collect();
     inodes.extend(listeners.iter().map(|l| l.inode).filter(|&i| i != 0));
-    let holders = sockets::socket_holders(&inodes);
+    let Some(holders) = sockets::socket_holders_within(&inodes, opts.budget) else {
+        return Findings {
+            stuck: Vec::new(),
+            groups: Vec::new(),
+            close_wait_now: cw.len() as u64,
+            open_ages_us: Vec::new(),
+            uninvestigated: cw.len() as u64,
+        };
+    };
     let no_holders = Vec::new();
     // What each holder's threads do, read once per process.
     let mut summaries: HashMap<u32, Option<threads::ThreadSummary>> = HashMap::new();
@@ -231,7 +244,13 @@ pub fn investigate(
     let mut stuck = Vec::new();
     let mut open_ages_us = Vec::new();
     let mut close_wait_now = 0;
+    let mut uninvestigated = 0;
     for s in cw {
+        if opts.budget.spent() {
+            close_wait_now += 1;
+            uninvestigated += 1;
+            continue;
+        }
         let t = tuple(s);
         let (_, local, remote) = t;
         let local_listener = listener_for(table, s.netns, s.local);
@@ -378,12 +397,13 @@ pub fn investigate(
             group: 0,
         });
     }
-    let groups = group(&mut stuck, table, &mut summaries);
+    let groups = group(&mut stuck, table, &mut summaries, opts.budget);
     Findings {
         stuck,
         groups,
         close_wait_now,
         open_ages_us,
+        uninvestigated,
     }
 }
 
@@ -545,6 +565,7 @@ fn group(
     stuck: &mut [StuckSocket],
     table: &[TcpSocket],
     summaries: &mut HashMap<u32, Option<threads::ThreadSummary>>,
+    budget: &Budget,
 ) -> Vec<StuckGroup> {
     let mut groups: Vec<StuckGroup> = Vec::new();
     let mut index: HashMap<(Diagnosis, Option<u32>, String, Peer), usize> = HashMap::new();
@@ -581,7 +602,8 @@ fn group(
         }
     }
     for g in &mut groups {
-        if let Some(pid) = g.pid {
+        // Out of budget, groups go without their threads.
+        if let Some(pid) = g.pid.filter(|_| !budget.spent()) {
             if let Some(summary) = summary_of(summaries, table, pid) {
                 let mut summary = summary.clone();
                 crate::runtimes::annotate(pid, &mut summary);

@@ -7,7 +7,9 @@
 //! touch aya. Each subcommand is one file in `commands`.
 
 pub mod addr;
+pub mod aggregate;
 pub mod btf;
+pub mod budget;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;

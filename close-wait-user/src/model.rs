@@ -117,6 +117,10 @@ pub struct Counters {
     pub stuck: u64,
     /// Episodes left out of `episodes` (only the last ones are kept).
     pub episodes_dropped: u64,
+    /// Sockets in CLOSE_WAIT that were not investigated: the final look
+    /// was cut short (SIGINT, SIGTERM) at its time bound.
+    #[serde(default)]
+    pub uninvestigated: u64,
 }
 
 /// A finished CLOSE_WAIT episode.

@@ -254,6 +254,13 @@ pub fn render(r: &Report, all: bool) -> String {
             c.lost_events
         );
     }
+    if c.uninvestigated > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} sockets in CLOSE_WAIT were not investigated: the last look was cut short to end the run in time (the previous --interval checkpoint's files had a complete one)",
+            c.uninvestigated
+        );
+    }
     if c.map_evictions + c.map_insert_failed > 0 {
         let _ = writeln!(
             out,

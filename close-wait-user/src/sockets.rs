@@ -691,13 +691,37 @@ pub fn socket_holders(inodes: &HashSet<u64>) -> HashMap<u64, Vec<Holder>> {
     socket_holders_in(Path::new("/proc"), inodes)
 }
 
+/// [`socket_holders`] within `budget`: None when it ran out before every
+/// process was looked at (a partial answer would name wrong holders).
+pub fn socket_holders_within(
+    inodes: &HashSet<u64>,
+    budget: &crate::budget::Budget,
+) -> Option<HashMap<u64, Vec<Holder>>> {
+    holders_under(Path::new("/proc"), inodes, budget)
+}
+
 /// [`socket_holders`] over a proc tree mounted at `proc_root`.
 pub fn socket_holders_in(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64, Vec<Holder>> {
+    holders_under(proc_root, inodes, &crate::budget::Budget::unlimited()).unwrap_or_default()
+}
+
+fn holders_under(
+    proc_root: &Path,
+    inodes: &HashSet<u64>,
+    budget: &crate::budget::Budget,
+) -> Option<HashMap<u64, Vec<Holder>>> {
     let mut found: HashMap<u64, Vec<Holder>> = HashMap::new();
     if inodes.is_empty() {
-        return found;
+        return Some(found);
     }
+    let mut last_pid = 0;
     for (pid, fd, target) in fd_links(proc_root) {
+        if pid != last_pid {
+            last_pid = pid;
+            if budget.spent() {
+                return None;
+            }
+        }
         let Some(inode) = parse_socket_link(&target) else {
             continue;
         };
@@ -715,7 +739,7 @@ pub fn socket_holders_in(proc_root: &Path, inodes: &HashSet<u64>) -> HashMap<u64
     for v in found.values_mut() {
         v.sort_by_key(|h| (h.pid, h.fd));
     }
-    found
+    Some(found)
 }
 
 /// Every (pid, fd, link target) under `proc_root`, skipping what cannot be

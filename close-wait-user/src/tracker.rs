@@ -19,11 +19,52 @@ use std::{
 use close_wait_common::tcp_state::{CLOSE, CLOSE_WAIT, LAST_ACK};
 use serde::Serialize;
 
-use crate::events::{Kind, Record};
-pub use crate::model::{Ending, Task};
+use crate::events::{Comm, Kind, Record};
+pub use crate::model::Ending;
+use crate::model::{FinishedEpisode, Task};
+
+/// The task that ended an episode (process context: the closer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closer {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: Comm,
+}
+
+impl Closer {
+    pub fn task(&self) -> Task {
+        Task {
+            pid: self.pid,
+            tid: self.tid,
+            comm: self.comm.to_string(),
+        }
+    }
+}
+
+/// What one event did to the tracker's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// A socket entered CLOSE_WAIT.
+    Entered,
+    /// A socket left CLOSE_WAIT: its episode.
+    Ended(Episode),
+    /// Anything else: a reset marked, a socket destroyed, a state change
+    /// outside CLOSE_WAIT.
+    Nothing,
+}
+
+impl Transition {
+    /// The episode that ended, if one did.
+    pub fn episode(self) -> Option<Episode> {
+        match self {
+            Transition::Ended(ep) => Some(ep),
+            Transition::Entered | Transition::Nothing => None,
+        }
+    }
+}
 
 /// One stay of one socket in CLOSE_WAIT.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Episode {
     pub skaddr: u64,
     /// Network namespace inode (0 unknown): the 4-tuple alone is ambiguous.
@@ -35,13 +76,26 @@ pub struct Episode {
     pub entered_ns: Option<u64>,
     pub ended_ns: Option<u64>,
     pub ending: Ending,
-    pub closer: Option<Task>,
+    pub closer: Option<Closer>,
 }
 
 impl Episode {
     /// Time spent in CLOSE_WAIT, when both ends are known.
     pub fn duration_ns(&self) -> Option<u64> {
         Some(self.ended_ns?.saturating_sub(self.entered_ns?))
+    }
+
+    /// The episode as the report has it.
+    pub fn finished(&self) -> FinishedEpisode {
+        FinishedEpisode {
+            local: self.local,
+            remote: self.remote,
+            netns: self.netns,
+            ending: self.ending,
+            duration_ms: self.duration_ns().map(|d| d as f64 / 1e6),
+            since_attach: self.entered_ns.is_none(),
+            closer: self.closer.map(|c| c.task()),
+        }
     }
 }
 
@@ -160,34 +214,31 @@ impl Tracker {
         s
     }
 
-    /// Feeds one event; returns the episode it ended, if any.
-    pub fn on_record(&mut self, r: &Record) -> Option<Episode> {
+    /// Feeds one event; returns what it did.
+    pub fn on_record(&mut self, r: &Record) -> Transition {
         match r.kind {
-            Kind::State if r.newstate == CLOSE_WAIT => {
-                self.enter(r);
-                None
-            }
-            Kind::State if r.oldstate == CLOSE_WAIT => Some(self.exit(r)),
-            Kind::State => None,
+            Kind::State if r.newstate == CLOSE_WAIT => self.enter(r),
+            Kind::State if r.oldstate == CLOSE_WAIT => Transition::Ended(self.exit(r)),
+            Kind::State => Transition::Nothing,
             Kind::RecvReset => {
                 if let Some(s) = self.open.get_mut(&r.skaddr) {
                     s.reset_received = true;
                 }
-                None
+                Transition::Nothing
             }
-            Kind::SendReset => None,
+            Kind::SendReset => Transition::Nothing,
             Kind::Destroy => {
                 if self.remove(r.skaddr).is_some() {
                     self.counters.destroyed_while_open += 1;
                 }
-                None
+                Transition::Nothing
             }
         }
     }
 
-    fn enter(&mut self, r: &Record) {
+    fn enter(&mut self, r: &Record) -> Transition {
         let (Some(local), Some(remote)) = (r.local, r.remote) else {
-            return;
+            return Transition::Nothing;
         };
         self.counters.close_wait_entered += 1;
         if self.open.len() >= self.max_open && !self.open.contains_key(&r.skaddr) {
@@ -209,6 +260,7 @@ impl Tracker {
             },
         );
         self.compact();
+        Transition::Entered
     }
 
     fn exit(&mut self, r: &Record) -> Episode {
@@ -237,10 +289,10 @@ impl Tracker {
             Ending::PeerReset => self.counters.peer_reset += 1,
             Ending::Open => {}
         }
-        let closer = (ending != Ending::PeerReset).then(|| Task {
+        let closer = (ending != Ending::PeerReset).then_some(Closer {
             pid: r.pid,
             tid: r.tid,
-            comm: r.comm.clone(),
+            comm: r.comm,
         });
         let fallback = || SocketAddr::from(([0, 0, 0, 0], 0));
         Episode {
@@ -287,9 +339,8 @@ mod tests {
             skaddr: sk,
             pid,
             tid: pid,
-            comm: format!("p{pid}"),
+            comm: Comm::from(format!("p{pid}").as_str()),
             entered_ns: None,
-            tracked: true,
             reset_received: false,
             oldstate: old,
             newstate: new,
@@ -324,6 +375,7 @@ mod tests {
         assert_eq!(open, vec![(7, 11), (8, 12)]);
         let ep = t
             .on_record(&in_ns(5_000, 8, CLOSE_WAIT, LAST_ACK, 12))
+            .episode()
             .unwrap();
         assert_eq!(
             (ep.skaddr, ep.netns, ep.duration_ns()),
@@ -339,10 +391,12 @@ mod tests {
         // Entry seen in the client's context (the loopback trap): pid 1.
         assert!(t
             .on_record(&state(1_000, 7, ESTABLISHED, CLOSE_WAIT, 1))
+            .episode()
             .is_none());
         assert_eq!(t.open_count(), 1);
         let ep = t
             .on_record(&state(301_000, 7, CLOSE_WAIT, LAST_ACK, 2))
+            .episode()
             .unwrap();
         assert_eq!(ep.ending, Ending::Graceful);
         assert_eq!(ep.duration_ns(), Some(300_000));
@@ -355,9 +409,18 @@ mod tests {
     fn close_with_unread_data_is_abort() {
         let mut t = Tracker::new(16);
         t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
-        let ep = t.on_record(&state(20, 7, CLOSE_WAIT, CLOSE, 2)).unwrap();
-        assert!(t.on_record(&other(Kind::SendReset, 21, 7)).is_none());
-        assert!(t.on_record(&other(Kind::Destroy, 22, 7)).is_none());
+        let ep = t
+            .on_record(&state(20, 7, CLOSE_WAIT, CLOSE, 2))
+            .episode()
+            .unwrap();
+        assert!(t
+            .on_record(&other(Kind::SendReset, 21, 7))
+            .episode()
+            .is_none());
+        assert!(t
+            .on_record(&other(Kind::Destroy, 22, 7))
+            .episode()
+            .is_none());
         assert_eq!(ep.ending, Ending::Abort);
         assert_eq!(ep.closer.unwrap().pid, 2);
         assert_eq!(t.counters.closed_abort, 1);
@@ -369,7 +432,10 @@ mod tests {
         let mut t = Tracker::new(16);
         t.on_record(&state(10, 7, ESTABLISHED, CLOSE_WAIT, 1));
         t.on_record(&other(Kind::RecvReset, 15, 7));
-        let ep = t.on_record(&state(16, 7, CLOSE_WAIT, CLOSE, 0)).unwrap();
+        let ep = t
+            .on_record(&state(16, 7, CLOSE_WAIT, CLOSE, 0))
+            .episode()
+            .unwrap();
         assert_eq!(ep.ending, Ending::PeerReset);
         assert!(ep.closer.is_none());
         assert_eq!(t.counters.peer_reset, 1);
@@ -388,20 +454,23 @@ mod tests {
     #[test]
     fn exit_without_entry_has_no_duration_unless_kernel_knew() {
         let mut t = Tracker::new(16);
-        let ep = t.on_record(&state(50, 9, CLOSE_WAIT, LAST_ACK, 3)).unwrap();
+        let ep = t
+            .on_record(&state(50, 9, CLOSE_WAIT, LAST_ACK, 3))
+            .episode()
+            .unwrap();
         assert_eq!(ep.entered_ns, None);
         assert_eq!(ep.duration_ns(), None);
         assert_eq!(t.counters.exits_without_entry, 1);
         // Entry event lost but the kernel map had it.
         let mut r = state(80, 10, CLOSE_WAIT, LAST_ACK, 3);
         r.entered_ns = Some(30);
-        assert_eq!(t.on_record(&r).unwrap().duration_ns(), Some(50));
+        assert_eq!(t.on_record(&r).episode().unwrap().duration_ns(), Some(50));
     }
 
     #[test]
     fn destroy_without_entry_is_ignored_and_destroy_while_open_counted() {
         let mut t = Tracker::new(16);
-        assert!(t.on_record(&other(Kind::Destroy, 5, 1)).is_none());
+        assert!(t.on_record(&other(Kind::Destroy, 5, 1)).episode().is_none());
         assert_eq!(t.counters.destroyed_while_open, 0);
         t.on_record(&state(10, 2, ESTABLISHED, CLOSE_WAIT, 1));
         t.on_record(&other(Kind::Destroy, 11, 2));
@@ -416,7 +485,10 @@ mod tests {
         t.on_record(&other(Kind::RecvReset, 1, 4));
         assert_eq!(t.open_count(), 0);
         // Nor is it remembered: only the kernel's flag on the exit counts.
-        let ep = t.on_record(&state(2, 4, CLOSE_WAIT, CLOSE, 5)).unwrap();
+        let ep = t
+            .on_record(&state(2, 4, CLOSE_WAIT, CLOSE, 5))
+            .episode()
+            .unwrap();
         assert_eq!(ep.ending, Ending::Abort);
         assert_eq!(ep.closer.unwrap().pid, 5);
     }
@@ -428,7 +500,7 @@ mod tests {
         let mut t = Tracker::new(16);
         let mut r = state(50, 9, CLOSE_WAIT, CLOSE, 1);
         r.reset_received = true;
-        let ep = t.on_record(&r).unwrap();
+        let ep = t.on_record(&r).episode().unwrap();
         assert_eq!(ep.ending, Ending::PeerReset);
         assert!(ep.closer.is_none());
         assert_eq!(ep.entered_ns, None);
@@ -438,7 +510,7 @@ mod tests {
         t.on_record(&state(60, 10, ESTABLISHED, CLOSE_WAIT, 1));
         let mut r = state(70, 10, CLOSE_WAIT, CLOSE, 1);
         r.reset_received = true;
-        let ep = t.on_record(&r).unwrap();
+        let ep = t.on_record(&r).episode().unwrap();
         assert_eq!(ep.ending, Ending::PeerReset);
         assert_eq!(ep.duration_ns(), Some(10));
         assert_eq!(t.counters.peer_reset, 2);
@@ -452,14 +524,20 @@ mod tests {
         // Its exit was lost; destroyed, and the address reused.
         t.on_record(&other(Kind::Destroy, 12, 7));
         t.on_record(&state(20, 7, ESTABLISHED, CLOSE_WAIT, 1));
-        let ep = t.on_record(&state(30, 7, CLOSE_WAIT, CLOSE, 2)).unwrap();
+        let ep = t
+            .on_record(&state(30, 7, CLOSE_WAIT, CLOSE, 2))
+            .episode()
+            .unwrap();
         assert_eq!(ep.ending, Ending::Abort);
         assert_eq!(ep.duration_ns(), Some(10));
         // Exit and destroy both lost: a second entry starts clean too.
         t.on_record(&state(40, 8, ESTABLISHED, CLOSE_WAIT, 1));
         t.on_record(&other(Kind::RecvReset, 41, 8));
         t.on_record(&state(50, 8, ESTABLISHED, CLOSE_WAIT, 1));
-        let ep = t.on_record(&state(60, 8, CLOSE_WAIT, CLOSE, 2)).unwrap();
+        let ep = t
+            .on_record(&state(60, 8, CLOSE_WAIT, CLOSE, 2))
+            .episode()
+            .unwrap();
         assert_eq!(ep.ending, Ending::Abort);
         assert_eq!(ep.duration_ns(), Some(10));
         assert_eq!(t.open_count(), 0);
@@ -473,12 +551,15 @@ mod tests {
         assert_eq!(t.counters.tracker_dropped, 1);
         let mut r = state(50, 1, CLOSE_WAIT, LAST_ACK, 3);
         r.entered_ns = Some(10);
-        let ep = t.on_record(&r).unwrap();
+        let ep = t.on_record(&r).episode().unwrap();
         assert_eq!(ep.ending, Ending::Graceful);
         assert_eq!(ep.duration_ns(), Some(40));
         assert_eq!(t.counters.exits_without_entry, 1);
         // The one still tracked is unaffected.
-        let ep = t.on_record(&state(70, 2, CLOSE_WAIT, LAST_ACK, 3)).unwrap();
+        let ep = t
+            .on_record(&state(70, 2, CLOSE_WAIT, LAST_ACK, 3))
+            .episode()
+            .unwrap();
         assert_eq!(ep.duration_ns(), Some(50));
         assert_eq!(t.open_count(), 0);
     }
@@ -492,6 +573,7 @@ mod tests {
         t.on_record(&state(40, 7, ESTABLISHED, CLOSE_WAIT, 1));
         let ep = t
             .on_record(&state(100, 7, CLOSE_WAIT, LAST_ACK, 2))
+            .episode()
             .unwrap();
         assert_eq!(ep.duration_ns(), Some(60));
         assert_eq!(t.counters.close_wait_entered, 2);

@@ -291,6 +291,11 @@ impl Tracer {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.proc.pid() as i32, libc::SIGINT) };
         let status = self.proc.wait(Duration::from_secs(60));
+        self.finish(status)
+    }
+
+    /// What a tracer that exited with `status` reported.
+    pub fn finish(self, status: ExitStatus) -> Finished {
         std::thread::sleep(Duration::from_millis(50));
         let stdout = self.proc.seen.lock().unwrap().join("\n");
         let stderr = self.stderr_seen.lock().unwrap().join("\n");

@@ -147,7 +147,7 @@ fn stop_tracer(mut t: Tracer) -> Result<()> {
 }
 
 pub fn run(root: &Path) -> Result<()> {
-    println!("userspace pipeline (decode + tracker + histograms), no privileges:");
+    println!("userspace pipeline (decode + tracker + aggregator: histograms, closed-late, episodes), no privileges:");
     let status = Command::new("cargo")
         .current_dir(root)
         .args([

@@ -2,48 +2,50 @@
 //! the exports every interval, and report the stuck sockets at the end.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::HashSet,
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
-    time::{Duration, SystemTime},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context as _;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
+    sync::oneshot,
 };
 
 use crate::{
-    cli::RecordArgs,
+    aggregate::{self, Aggregator, ServicePorts},
+    budget::Budget,
+    cli::{Filters, RecordArgs},
     clock::{self, WallClock},
     events::{self, Record},
-    export::{hgrm, hlog::HlogWriter, html, json, prometheus},
-    histograms::Histograms,
+    export::{hlog::HlogWriter, outputs::Outputs, prometheus},
     investigate::{self, Known, Origins},
     loader::{self, KernelCounters, Tracer},
-    model::{ClosedLate, Counters, FinishedEpisode, Report},
+    model::{Counters, Report},
     output::{stdout, OutputError, OutputFile},
     privileges, report, sockets,
     stacks::Symbolizer,
-    tracker::{Episode, Tracker},
+    tracker::Tracker,
 };
 
 /// Exit status when --fail-on-stuck finds stuck sockets.
 pub const EXIT_STUCK: u8 = 3;
 /// Longest an event waits in the ring buffer when no batch wakes us.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
-/// Finished episodes kept for the JSON report.
-const MAX_EPISODES: usize = 1000;
-/// Processes with their own `closed_late` entry; later ones are added up
-/// in one entry of pid 0, comm [`CLOSED_LATE_OTHERS`].
-pub const MAX_CLOSED_LATE: usize = 256;
-/// Comm of the `closed_late` entry beyond [`MAX_CLOSED_LATE`] processes.
-pub const CLOSED_LATE_OTHERS: &str = "(other processes)";
-/// Checkpoints kept for the HTML page's timeline (the oldest go first).
-pub const MAX_TIMELINE: usize = 4096;
+/// Records handled before the event loop serves its other work (/metrics,
+/// signals, checkpoints).
+const DRAIN_BATCH: usize = 4096;
+/// How long the final look at the stuck sockets may take once a signal
+/// asked the run to end: the run ends within about a second.
+const FINAL_LOOK_BOUND: Duration = Duration::from_millis(400);
 /// How long the final summary waits for a stdout reader that makes no
 /// progress before it goes to stderr instead.
 const STDOUT_PATIENCE: Duration = Duration::from_millis(300);
@@ -92,202 +94,136 @@ fn validate(args: &mut RecordArgs) -> anyhow::Result<(Claimed, Option<SocketAddr
     Ok((claimed, prom))
 }
 
+/// What a look at the sockets in CLOSE_WAIT needs, owned: it runs on a
+/// thread of its own while the ring buffer keeps being drained.
+struct LookInput {
+    tracer: Arc<Tracer>,
+    known: Known,
+    filters: Filters,
+    threshold: Duration,
+    stacks: crate::cli::Stacks,
+    budget: Budget,
+}
+
+/// What a look found, and what it read along the way.
+struct Look {
+    found: investigate::Findings,
+    /// Listening ports of the socket table read (None if it was unreadable).
+    listening: Option<HashSet<u16>>,
+    kernel: KernelCounters,
+    now_ns: u64,
+    took: Duration,
+}
+
+/// The investigation: the socket table, holders (/proc/*/fd), origins and
+/// stacks, threads, diagnosis; then the kernel counters.
+fn look(input: LookInput, symbolizer: &mut Symbolizer) -> Look {
+    let started = Instant::now();
+    let table = sockets::list_tcp(&[
+        close_wait_common::tcp_state::ESTABLISHED,
+        close_wait_common::tcp_state::CLOSE_WAIT,
+        close_wait_common::tcp_state::LISTEN,
+    ]);
+    let table = table.unwrap_or_else(|e| {
+        log::warn!("cannot read the socket table: {e}");
+        Vec::new()
+    });
+    log::debug!("look: socket table in {} ms", started.elapsed().as_millis());
+    let listening = (!table.is_empty()).then(|| aggregate::listening_ports(&table));
+    let opts = investigate::Options {
+        threshold: input.threshold,
+        filters: &input.filters,
+        kernel_stacks: input.stacks == crate::cli::Stacks::UserKernel,
+        user_stacks: input.stacks != crate::cli::Stacks::None,
+        budget: &input.budget,
+    };
+    let found = investigate::investigate(&table, &input.known, &opts, &*input.tracer, symbolizer);
+    log::debug!("look: investigated at {} ms", started.elapsed().as_millis());
+    let kernel = input.tracer.counters();
+    log::debug!(
+        "look: kernel counters at {} ms",
+        started.elapsed().as_millis()
+    );
+    Look {
+        found,
+        listening,
+        kernel,
+        now_ns: input.known.now_ns,
+        took: started.elapsed(),
+    }
+}
+
+/// The thread that looks at the sockets, with its symbolizer (and its
+/// caches of parsed binaries) kept from one look to the next.
+struct Looker {
+    jobs: std::sync::mpsc::Sender<(LookInput, oneshot::Sender<Look>)>,
+}
+
+impl Looker {
+    fn spawn() -> anyhow::Result<Looker> {
+        let (jobs, rx) = std::sync::mpsc::channel::<(LookInput, oneshot::Sender<Look>)>();
+        std::thread::Builder::new()
+            .name("close-wait-look".into())
+            .spawn(move || {
+                let mut symbolizer = Symbolizer::new();
+                for (input, done) in rx {
+                    // The receiver is gone when the run ended meanwhile.
+                    let _ = done.send(look(input, &mut symbolizer));
+                }
+            })
+            .context("starting the investigation thread")?;
+        Ok(Looker { jobs })
+    }
+
+    fn start(&self, input: LookInput) -> anyhow::Result<oneshot::Receiver<Look>> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((input, tx))
+            .map_err(|_| anyhow::anyhow!("the investigation thread is gone"))?;
+        Ok(rx)
+    }
+}
+
+/// A look running on the [`Looker`]'s thread.
+struct Pending {
+    result: oneshot::Receiver<Look>,
+    cancel: Arc<AtomicBool>,
+    /// Events drained when it started.
+    events_before: u64,
+}
+
 struct State {
     args: RecordArgs,
     clock: WallClock,
     started: SystemTime,
     attach_ns: u64,
     tracker: Tracker,
-    hist: Histograms,
-    episodes: VecDeque<FinishedEpisode>,
-    episodes_dropped: u64,
-    closed_late: HashMap<(u32, String), ClosedLate>,
+    agg: Aggregator,
     preexisting: HashSet<investigate::Tuple>,
+    /// Events decoded, and records that could not be.
+    events: u64,
     decode_errors: u64,
     metrics: Option<Arc<prometheus::Metrics>>,
-    json: Option<OutputFile>,
-    hlog: Option<HlogWriter>,
-    hgrm: Option<OutputFile>,
-    /// `--hgrm-per-tag` files, claimed when their tag first appears.
-    tag_files: HashMap<PathBuf, OutputFile>,
+    outputs: Outputs,
     stdout: stdout::Stdout,
     warned_slow_stdout: bool,
     last_interval_ns: u64,
-    html: Option<OutputFile>,
-    /// One point per checkpoint, for the HTML page's timeline.
-    timeline: Vec<html::TimelinePoint>,
-    symbolizer: Symbolizer,
     last_stuck: u64,
-    /// Local ports with a listener, refreshed every interval: tells an
-    /// accepted socket (service port = local) from a connected one (remote).
-    listen_ports: HashSet<u16>,
-    listen_refreshed_ns: u64,
-}
-
-/// The service port of a connection: the listening port for accepted
-/// sockets, the remote port for connected ones.
-pub fn service_port(listen_ports: &HashSet<u16>, local: SocketAddr, remote: SocketAddr) -> u16 {
-    if listen_ports.contains(&local.port()) {
-        local.port()
-    } else {
-        remote.port()
-    }
-}
-
-fn listening_ports(table: &[sockets::TcpSocket]) -> HashSet<u16> {
-    table
-        .iter()
-        .filter(|s| s.state == close_wait_common::tcp_state::LISTEN)
-        .map(|s| s.local.port())
-        .collect()
-}
-
-/// The `closed_late` entry of `pid`/`comm`: its own while fewer than
-/// [`MAX_CLOSED_LATE`] processes have one, else the shared overflow entry
-/// (a load test recycling workers must not grow the table forever).
-fn closed_late_entry<'a>(
-    map: &'a mut HashMap<(u32, String), ClosedLate>,
-    pid: u32,
-    comm: &str,
-) -> &'a mut ClosedLate {
-    let mut key = (pid, comm.to_owned());
-    if !map.contains_key(&key) && map.len() >= MAX_CLOSED_LATE {
-        key = (0, CLOSED_LATE_OTHERS.to_owned());
-    }
-    let (pid, comm) = key.clone();
-    map.entry(key).or_insert_with(|| ClosedLate {
-        pid,
-        comm,
-        count: 0,
-        max_ms: 0.0,
-        examples: Vec::new(),
-    })
-}
-
-fn episode_out(ep: &Episode) -> FinishedEpisode {
-    FinishedEpisode {
-        local: ep.local,
-        remote: ep.remote,
-        netns: ep.netns,
-        ending: ep.ending,
-        duration_ms: ep.duration_ns().map(|d| d as f64 / 1e6),
-        since_attach: ep.entered_ns.is_none(),
-        closer: ep.closer.clone(),
-    }
 }
 
 impl State {
-    /// Whether a finished episode passes the userspace filters (the kernel
-    /// applied the port filters to sockets it saw entering).
-    fn keep(&self, ep: &Episode) -> bool {
-        let f = &self.args.filters;
-        if !investigate::ports_kept(f, ep.local, ep.remote)
-            || (ep.netns != 0 && !investigate::netns_kept(f, ep.netns))
-        {
-            return false;
-        }
-        if f.pids.is_empty() && f.cgroup.is_none() {
-            return true;
-        }
-        ep.closer
-            .as_ref()
-            .is_some_and(|t| investigate::pid_kept(f, t.pid))
-    }
-
-    /// Service port of a finished episode; a local port not known to listen
-    /// refreshes the listener set (at most once a second: a listener opened
-    /// after the last refresh is then found).
-    fn port_of(&mut self, ep: &Episode) -> u16 {
-        let now = clock::monotonic_ns();
-        if !self.listen_ports.contains(&ep.local.port())
-            && now.saturating_sub(self.listen_refreshed_ns) > 1_000_000_000
-        {
-            self.listen_refreshed_ns = now;
-            if let Ok(t) = sockets::list_tcp(&[close_wait_common::tcp_state::LISTEN]) {
-                self.listen_ports = listening_ports(&t);
-            }
-        }
-        service_port(&self.listen_ports, ep.local, ep.remote)
-    }
-
     fn on_record(&mut self, r: &Record) {
-        if self.args.events && r.kind == events::Kind::State {
+        if self.args.events {
             self.print_event(r);
         }
-        let entered_before = self.tracker.counters.close_wait_entered;
-        let Some(ep) = self.tracker.on_record(r) else {
-            if self.tracker.counters.close_wait_entered > entered_before {
-                if let Some(m) = &self.metrics {
-                    m.inc_entered();
-                }
-            }
-            return;
-        };
-        if !self.keep(&ep) {
-            return;
-        }
-        let out = episode_out(&ep);
-        let port = self.port_of(&ep);
-        // Every closed episode with a known duration is recorded; a peer
-        // reset has no closer, its comm tag is `comm:?`.
-        if let Some(d) = ep.duration_ns() {
-            let comm = ep.closer.as_ref().map(|c| c.comm.as_str()).unwrap_or("");
-            self.hist.record_closed(comm, port, d / 1000);
-        }
-        if let (Some(d), Some(c)) = (ep.duration_ns(), &ep.closer) {
-            if d >= self.args.threshold.as_nanos() as u64 {
-                let e = closed_late_entry(&mut self.closed_late, c.pid, &c.comm);
-                e.count += 1;
-                e.max_ms = e.max_ms.max(d as f64 / 1e6);
-                if e.examples.len() < 5 {
-                    e.examples.push(out.clone());
-                }
-            }
-        }
-        if let Some(m) = &self.metrics {
-            let comm = ep.closer.as_ref().map(|c| c.comm.as_str()).unwrap_or("");
-            let secs = ep.duration_ns().map(|d| d as f64 / 1e9);
-            let container = m.container_of(ep.closer.as_ref().map_or(0, |c| c.pid));
-            m.observe_closed(comm, &container, port, secs, ep.ending.as_str());
-        }
-        if self.episodes.len() >= MAX_EPISODES {
-            self.episodes.pop_front();
-            self.episodes_dropped += 1;
-        }
-        self.episodes.push_back(out);
+        let t = self.tracker.on_record(r);
+        self.agg.on_transition(t);
     }
 
     fn print_event(&mut self, r: &Record) {
-        let (Some(l), Some(rem)) = (r.local, r.remote) else {
+        let Some(line) = events::event_line(r, &self.clock.hms(r.ts_ns)) else {
             return;
         };
-        let entering = r.newstate == close_wait_common::tcp_state::CLOSE_WAIT;
-        // At entry, and at an exit caused by the peer's reset, the task on
-        // CPU is the peer's or softirq's, never the owner (the loopback
-        // trap): do not print it as if it were.
-        let who = if entering || r.reset_received {
-            "-".to_string()
-        } else {
-            format!("{}/{}", r.pid, r.comm)
-        };
-        let waited = match (entering, r.entered_ns) {
-            (false, Some(e)) => format!(
-                "  in CLOSE_WAIT {}",
-                report::fmt_ms(r.ts_ns.saturating_sub(e) as f64 / 1e6)
-            ),
-            (false, None) => "  in CLOSE_WAIT since before attach".to_string(),
-            _ => String::new(),
-        };
-        let line = format!(
-            "{} {:<22} {} -> {} {} -> {}{}",
-            self.clock.hms(r.ts_ns),
-            who,
-            l,
-            rem,
-            events::state_name(r.oldstate),
-            events::state_name(r.newstate),
-            waited
-        );
         if !self.stdout.line(&line) && !self.warned_slow_stdout && self.stdout.closed().is_none() {
             self.warned_slow_stdout = true;
             log::warn!(
@@ -296,58 +232,81 @@ impl State {
         }
     }
 
-    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
-        while let Some(item) = ring.next() {
+    /// Handles at most `max` records; true when the ring buffer is empty.
+    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>, max: usize) -> bool {
+        for _ in 0..max {
+            let Some(item) = ring.next() else {
+                return true;
+            };
             match events::decode(&item) {
-                Ok(r) => self.on_record(&r),
+                Ok(r) => {
+                    self.events += 1;
+                    drop(item);
+                    self.on_record(&r);
+                }
                 Err(e) => {
                     self.decode_errors += 1;
                     log::warn!("dropping malformed event: {e}");
                 }
             }
         }
+        false
     }
 
-    fn build_report(&mut self, tracer: &Tracer, kc: &KernelCounters, now_ns: u64) -> Report {
-        let table = sockets::list_tcp(&[
-            close_wait_common::tcp_state::ESTABLISHED,
-            close_wait_common::tcp_state::CLOSE_WAIT,
-            close_wait_common::tcp_state::LISTEN,
-        ])
-        .unwrap_or_else(|e| {
-            log::warn!("cannot read the socket table: {e}");
-            Vec::new()
-        });
-        if !table.is_empty() {
-            self.listen_ports = listening_ports(&table);
-        }
-        let known = Known {
-            entered: self
-                .tracker
-                .open_sockets()
-                .map(|s| {
-                    (
-                        (
-                            s.netns,
-                            crate::addr::normalize(s.local),
-                            crate::addr::normalize(s.remote),
-                        ),
-                        s.entered_ns,
-                    )
-                })
-                .collect(),
-            preexisting: self.preexisting.clone(),
-            attach_ns: Some(self.attach_ns),
-            now_ns,
-        };
-        let opts = investigate::Options {
+    fn drain_all(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        while !self.drain(ring, DRAIN_BATCH) {}
+    }
+
+    /// A snapshot of what tracing knows, for a look at the sockets now.
+    fn look_input(&mut self, tracer: &Arc<Tracer>, budget: Budget) -> LookInput {
+        let entered = self
+            .tracker
+            .open_sockets()
+            .map(|s| {
+                let key = (
+                    s.netns,
+                    crate::addr::normalize(s.local),
+                    crate::addr::normalize(s.remote),
+                );
+                (key, s.entered_ns)
+            })
+            .collect();
+        LookInput {
+            tracer: tracer.clone(),
+            known: Known {
+                entered,
+                preexisting: self.preexisting.clone(),
+                attach_ns: Some(self.attach_ns),
+                now_ns: clock::monotonic_ns(),
+            },
+            filters: self.args.filters.clone(),
             threshold: self.args.threshold,
-            filters: &self.args.filters,
-            kernel_stacks: self.args.stack_mode() == crate::cli::Stacks::UserKernel,
-            user_stacks: self.args.stack_mode() != crate::cli::Stacks::None,
-        };
-        let found = investigate::investigate(&table, &known, &opts, tracer, &mut self.symbolizer);
-        self.hist.set_open_ages(&found.open_ages_us);
+            stacks: self.args.stack_mode(),
+            budget,
+        }
+    }
+
+    /// Starts a checkpoint's look on the looker's thread.
+    fn start_look(&mut self, looker: &Looker, tracer: &Arc<Tracer>) -> anyhow::Result<Pending> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let input = self.look_input(tracer, Budget::cancellable(cancel.clone()));
+        Ok(Pending {
+            result: looker.start(input)?,
+            cancel,
+            events_before: self.events,
+        })
+    }
+
+    /// The report of a look and the tracker's state now; writes every
+    /// output (on the final call also the last interval). A failing output
+    /// does not stop the others: the errors are returned with the report.
+    fn checkpoint(&mut self, look: Look, last: bool) -> (Report, Vec<anyhow::Error>) {
+        if let Some(l) = look.listening {
+            self.agg.ports.update(l, look.now_ns);
+        }
+        let found = look.found;
+        let kc = look.kernel;
+        self.agg.hist.set_open_ages(&found.open_ages_us);
         let t = &self.tracker.counters;
         let counters = Counters {
             close_wait_entered: t.close_wait_entered,
@@ -362,146 +321,37 @@ impl State {
             exits_without_entry: t.exits_without_entry,
             close_wait_now: found.close_wait_now,
             stuck: found.stuck.len() as u64,
-            episodes_dropped: self.episodes_dropped,
+            episodes_dropped: self.agg.episodes_dropped(),
+            uninvestigated: found.uninvestigated,
         };
         self.last_stuck = counters.stuck;
-        let mut closed_late: Vec<ClosedLate> = self.closed_late.values().cloned().collect();
-        closed_late.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms));
-        Report {
+        let report = Report {
             hooks: loader::hook_names(),
             threshold_ms: self.args.threshold.as_millis() as u64,
             counters,
             stuck: found.stuck,
             groups: found.groups,
-            closed_late,
-            histograms: self.hist.summaries(),
-            episodes: self.episodes.iter().cloned().collect(),
+            closed_late: self.agg.closed_late(),
+            histograms: self.agg.hist.summaries(),
+            episodes: self.agg.episodes(),
             ..Report::new(
                 clock::rfc3339(self.started),
                 clock::rfc3339(SystemTime::now()),
             )
-        }
-    }
-
-    /// Writes every file output; on the final call also the last interval.
-    /// A failing output does not stop the others: the errors are returned
-    /// with the report.
-    ///
-    /// The `open` histogram (ages of sockets still in CLOSE_WAIT) is a
-    /// snapshot, not a count of events: it goes into the .hlog only with the
-    /// final interval, so adding up intervals never counts a socket twice.
-    fn checkpoint(
-        &mut self,
-        tracer: &Tracer,
-        now_ns: u64,
-        last: bool,
-    ) -> (Report, Vec<anyhow::Error>) {
-        let kc = tracer.counters();
-        let report = self.build_report(tracer, &kc, now_ns);
-        let mut errors = Vec::new();
+        };
         if let Some(m) = &self.metrics {
             m.set_gauges(report.counters.close_wait_now, report.counters.stuck);
             m.set_stuck_holders(&report.stuck);
             m.set_lost(report.counters.lost_events);
             m.set_evictions(report.counters.map_evictions);
         }
-        if let Some(out) = &mut self.json {
-            errors.extend(json::write(out, &report).err().map(Into::into));
-        }
+        let now_ns = clock::monotonic_ns();
         let start = Duration::from_nanos(self.last_interval_ns.saturating_sub(self.attach_ns));
         let len = Duration::from_nanos(now_ns.saturating_sub(self.last_interval_ns));
-        let mut interval = self.hist.take_interval();
-        if let Some((_, all)) = interval
-            .iter()
-            .find(|(t, _)| t == crate::histograms::TAG_ALL)
-        {
-            let mut point =
-                html::TimelinePoint::of_interval(start.as_secs_f64(), len.as_secs_f64(), all);
-            point.in_close_wait = Some(report.counters.close_wait_now);
-            point.stuck = Some(report.counters.stuck);
-            if self.html.is_some() {
-                if self.timeline.len() >= MAX_TIMELINE {
-                    self.timeline.remove(0);
-                }
-                self.timeline.push(point);
-            }
-        }
-        if let Some(w) = &mut self.hlog {
-            if !last {
-                interval.retain(|(tag, _)| tag != crate::histograms::TAG_OPEN);
-            }
-            errors.extend(
-                w.write_interval(start, len, &interval)
-                    .err()
-                    .map(Into::into),
-            );
-        }
         self.last_interval_ns = now_ns;
-        if let Some(out) = &mut self.html {
-            let page = html::Page {
-                report: Some(&report),
-                curves: self
-                    .hist
-                    .cumulative()
-                    .into_iter()
-                    .map(|(tag, h)| html::Curve::of(tag, h))
-                    .collect(),
-                timeline: self.timeline.clone(),
-                sources: Vec::new(),
-            };
-            errors.extend(
-                out.replace(html::render(&page).as_bytes())
-                    .err()
-                    .map(Into::into),
-            );
-        }
-        if let Some(out) = &mut self.hgrm {
-            if let Some(h) = self.hist.get("all") {
-                errors.extend(
-                    out.replace(hgrm::render_hgrm(h, 1000.0).as_bytes())
-                        .err()
-                        .map(Into::into),
-                );
-            }
-            if self.args.hgrm_per_tag {
-                let base = out.path().to_path_buf();
-                for (tag, h) in self.hist.cumulative() {
-                    if tag == "all" {
-                        continue;
-                    }
-                    let safe: String = tag
-                        .chars()
-                        .map(|c| {
-                            if c.is_ascii_alphanumeric() || c == '-' {
-                                c
-                            } else {
-                                '_'
-                            }
-                        })
-                        .collect();
-                    let mut name = base.clone().into_os_string();
-                    name.push(format!(".{safe}.hgrm"));
-                    let path = PathBuf::from(name);
-                    let file = match self.tag_files.entry(path) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            match OutputFile::claim(v.key(), self.args.mode) {
-                                Ok(f) => v.insert(f),
-                                Err(e) => {
-                                    errors.push(e.into());
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    errors.extend(
-                        file.replace(hgrm::render_hgrm(h, 1000.0).as_bytes())
-                            .err()
-                            .map(Into::into),
-                    );
-                }
-            }
-        }
+        let errors = self
+            .outputs
+            .checkpoint(&report, &mut self.agg.hist, start, len, last);
         (report, errors)
     }
 
@@ -557,7 +407,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
                 && investigate::netns_kept(&args.filters, *n)
         })
         .collect();
-    let listen_ports = listening_ports(&at_start);
+    let ports = ServicePorts::new(aggregate::listening_ports(&at_start), clock::monotonic_ns());
     let opts = loader::LoadOptions {
         max_sockets: args.max_sockets,
         lports: args.filters.lports.clone(),
@@ -568,6 +418,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let (tracer, ring) = loader::load(&pre, &opts)?;
+    let tracer = Arc::new(tracer);
     let attach_ns = clock::monotonic_ns();
     let metrics = match prom_listener {
         Some(listener) => {
@@ -596,26 +447,28 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         started,
         attach_ns,
         tracker: Tracker::new(args.max_sockets as usize),
-        hist: Histograms::new(),
-        episodes: VecDeque::new(),
-        episodes_dropped: 0,
-        closed_late: HashMap::new(),
+        agg: Aggregator::new(
+            args.filters.clone(),
+            args.threshold.as_nanos() as u64,
+            ports,
+            metrics.clone(),
+        ),
         preexisting,
+        events: 0,
         decode_errors: 0,
         metrics,
-        json: claimed.json,
-        hlog,
-        hgrm: claimed.hgrm,
-        html: claimed.html,
-        timeline: Vec::new(),
-        tag_files: HashMap::new(),
+        outputs: Outputs::new(
+            claimed.json,
+            hlog,
+            claimed.hgrm,
+            args.hgrm_per_tag,
+            claimed.html,
+            args.mode,
+        ),
         stdout: out,
         warned_slow_stdout: false,
         last_interval_ns: attach_ns,
-        symbolizer: Symbolizer::new(),
         last_stuck: 0,
-        listen_ports,
-        listen_refreshed_ns: attach_ns,
         args,
     };
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -626,6 +479,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         tokio::time::Instant::now() + st.args.interval,
         st.args.interval,
     );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The kernel wakes us only for batches; this drains the stragglers.
     let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -637,33 +491,88 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     };
     tokio::pin!(until);
-    loop {
+    let looker = Looker::spawn()?;
+    // The checkpoint's look at the stuck sockets, while it runs.
+    let mut pending: Option<Pending> = None;
+    let interrupted = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                st.drain(guard.get_inner_mut());
-                guard.clear_ready();
+                if st.drain(guard.get_inner_mut(), DRAIN_BATCH) {
+                    guard.clear_ready();
+                } else {
+                    // More to come: let /metrics and the timers run first.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
             }
-            _ = drain_tick.tick() => st.drain(ring.get_mut()),
+            _ = drain_tick.tick() => {
+                st.drain(ring.get_mut(), DRAIN_BATCH);
+            }
             _ = tick.tick() => {
-                st.drain(ring.get_mut());
-                // The checkpoint read the kernel counters already (counting
-                // the socket map's entries): the status line reuses them.
-                let (r, errors) = st.checkpoint(&tracer, clock::monotonic_ns(), false);
+                if pending.is_some() {
+                    log::info!("checkpoint skipped: the previous one is still looking at the sockets");
+                } else {
+                    pending = Some(st.start_look(&looker, &tracer)?);
+                }
+            }
+            look = async { (&mut pending.as_mut().expect("guarded").result).await }, if pending.is_some() => {
+                let p = pending.take().expect("guarded");
+                let Ok(look) = look else {
+                    anyhow::bail!("the investigation thread ended without a result");
+                };
+                log::info!(
+                    "checkpoint: looked at the sockets in CLOSE_WAIT in {} ms; {} events drained meanwhile",
+                    look.took.as_millis(),
+                    st.events - p.events_before
+                );
+                let (r, errors) = st.checkpoint(look, false);
                 for e in &errors {
                     log::error!("checkpoint: {e:#}");
                 }
                 st.status_line(r.counters.lost_events, r.counters.map_evictions);
             }
-            _ = st.stdout.gone(), if st.args.events => break,
-            _ = &mut until => break,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = st.stdout.gone(), if st.args.events => break false,
+            _ = &mut until => break false,
+            _ = sigint.recv() => break true,
+            _ = sigterm.recv() => break true,
         }
-    }
-    st.drain(ring.get_mut());
-    let (report, errors) = st.checkpoint(&tracer, clock::monotonic_ns(), true);
+    };
+    let ending = Instant::now();
+    st.drain_all(ring.get_mut());
+    log::debug!("drained at {} ms", ending.elapsed().as_millis());
+    // Asked to stop, the final look is bounded; at the end of --duration it
+    // takes what it takes.
+    let budget = if interrupted {
+        Budget::until(ending + FINAL_LOOK_BOUND)
+    } else {
+        Budget::unlimited()
+    };
+    let input = st.look_input(&tracer, budget);
+    let final_look = match pending.take() {
+        None => looker
+            .start(input)?
+            .await
+            .context("the investigation thread ended without a result")?,
+        Some(p) => {
+            // Abandoned: its thread stops at its next check of the flag.
+            // The final look runs here, with a symbolizer of its own.
+            p.cancel.store(true, Ordering::Relaxed);
+            log::info!("abandoning the checkpoint's look in progress");
+            look(input, &mut Symbolizer::new())
+        }
+    };
+    log::debug!("final look: {} ms", final_look.took.as_millis());
+    let (report, errors) = st.checkpoint(final_look, true);
+    log::debug!(
+        "final outputs written at {} ms",
+        ending.elapsed().as_millis()
+    );
     drop(tracer);
+    log::info!(
+        "final look and outputs took {} ms",
+        ending.elapsed().as_millis()
+    );
     for e in &errors {
         stdout::say(&format!("close-wait: error: {e:#}"));
     }
@@ -692,40 +601,4 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_port_is_the_listening_or_the_remote_port() {
-        let listen: HashSet<u16> = [8080].into_iter().collect();
-        let accepted = (
-            "127.0.0.1:8080".parse().unwrap(),
-            "127.0.0.1:40000".parse().unwrap(),
-        );
-        assert_eq!(service_port(&listen, accepted.0, accepted.1), 8080);
-        let connected = (
-            "127.0.0.1:40001".parse().unwrap(),
-            "10.0.0.1:5432".parse().unwrap(),
-        );
-        assert_eq!(service_port(&listen, connected.0, connected.1), 5432);
-    }
-
-    #[test]
-    fn closed_late_is_bounded_and_keeps_every_count() {
-        let mut map = HashMap::new();
-        for pid in 1..=(MAX_CLOSED_LATE as u32 + 100) {
-            closed_late_entry(&mut map, pid, "worker").count += 1;
-        }
-        // a process that has its own entry keeps it after the bound
-        closed_late_entry(&mut map, 1, "worker").count += 1;
-        assert_eq!(map.len(), MAX_CLOSED_LATE + 1);
-        assert_eq!(map[&(1, "worker".to_owned())].count, 2);
-        let others = &map[&(0, CLOSED_LATE_OTHERS.to_owned())];
-        assert_eq!((others.pid, others.count), (0, 100));
-        let total: u64 = map.values().map(|e| e.count).sum();
-        assert_eq!(total, MAX_CLOSED_LATE as u64 + 101);
-    }
 }

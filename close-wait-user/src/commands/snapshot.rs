@@ -30,7 +30,9 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         attach_ns: None,
         now_ns: clock::monotonic_ns(),
     };
+    let budget = crate::budget::Budget::unlimited();
     let opts = investigate::Options {
+        budget: &budget,
         threshold: std::time::Duration::ZERO,
         filters: &args.filters,
         kernel_stacks: false,

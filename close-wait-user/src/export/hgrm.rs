@@ -9,6 +9,7 @@
 //! usually in milliseconds.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
 
@@ -16,6 +17,25 @@ use hdrhistogram::Histogram;
 pub const US_PER_MS: f64 = 1000.0;
 /// Percentile ticks per half distance to 100%, as HdrHistogram tools use.
 pub const TICKS_PER_HALF_DISTANCE: u32 = 5;
+
+/// The `--hgrm-per-tag` file of `tag` next to `base`: `BASE.TAG.hgrm`,
+/// with every character but ASCII letters, digits and `-` made `_`
+/// (`cw.hgrm` + `comm:nginx` -> `cw.hgrm.comm_nginx.hgrm`).
+pub fn per_tag_path(base: &Path, tag: &str) -> PathBuf {
+    let safe: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = base.as_os_str().to_owned();
+    name.push(format!(".{safe}.hgrm"));
+    PathBuf::from(name)
+}
 
 /// Sub-bucket count for a histogram with `sigfig` significant digits and a
 /// lowest discernible value of 1: the power of two that holds
