@@ -907,36 +907,68 @@ fn seed004_prefork_workers_hold_leaked_upstream_connections() {
         }
     }
     assert_eq!(stuck(j).len(), WORKERS * PER, "{}", pretty(&j["stuck"]));
-    // One group per worker, each with exactly that worker's sockets.
-    for (&i, &wpid) in &workers {
+    // The workers that still hold their sockets are one pool (same
+    // executable, parent and command line): one group, with each worker's
+    // share (issue 10: one group per cause, not per process). The orphan's
+    // sockets, held by its child, are their own group.
+    let live: Vec<u32> = workers
+        .iter()
+        .filter(|(&i, _)| i != ORPHAN)
+        .map(|(_, &p)| p)
+        .collect();
+    let pooled: Vec<&Value> = j["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["diagnosis"] == "read-not-closed")
+        .collect();
+    assert_eq!(pooled.len(), 1, "{}", pretty(&j["groups"]));
+    let g = pooled[0];
+    let gctx = pretty(g);
+    assert_eq!(g["count"], (live.len() * PER) as u64, "{gctx}");
+    assert_eq!(g["peer"], up.as_str(), "{gctx}");
+    assert_eq!(g["pool"]["parent"], parent, "{gctx}");
+    let mut members: Vec<(u64, u64)> = g["pool"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["pid"].as_u64().unwrap(), m["count"].as_u64().unwrap()))
+        .collect();
+    members.sort_unstable();
+    let mut want: Vec<(u64, u64)> = live.iter().map(|&p| (p as u64, PER as u64)).collect();
+    want.sort_unstable();
+    assert_eq!(members, want, "{gctx}");
+    assert_eq!(g["pid"], want[0].0, "named by its lowest pid: {gctx}");
+    for &wpid in &live {
         let mine = leaked.iter().filter(|x| x.2 == wpid).count();
-        assert_eq!(mine, PER, "worker {i} served {mine} requests");
-        let d = if i == ORPHAN {
-            "held-elsewhere"
-        } else {
-            "read-not-closed"
-        };
-        let g = group(j, d, wpid, &up);
-        assert_eq!(g["count"], PER as u64, "{}", pretty(g));
-        assert_eq!(groups_of(j, d, wpid).len(), 1, "{}", pretty(&j["groups"]));
-        if i != ORPHAN {
-            let head = format!(
-                "READ-NOT-CLOSED x{PER}  {}[{wpid}] <- peer {up}  ",
-                comm_of(wpid)
-            );
-            assert!(
-                out.stdout.contains(&head),
-                "no {head:?} in:\n{}",
-                out.stdout
-            );
-        }
+        assert_eq!(mine, PER, "worker {wpid} served {mine} requests");
     }
+    let orphan = group(j, "held-elsewhere", orphan_pid, &up);
+    assert_eq!(orphan["count"], PER as u64, "{}", pretty(orphan));
+    let head = format!(
+        "READ-NOT-CLOSED x{}  {} {} workers, children of {parent} <- peer {up}  ",
+        live.len() * PER,
+        live.len(),
+        comm_of(live[0])
+    );
+    assert!(
+        out.stdout.contains(&head),
+        "no {head:?} in:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\n  command: ") && out.stdout.contains("/seeds.py prefork --workers "),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         j["groups"].as_array().unwrap().len(),
-        WORKERS,
+        2,
         "{}",
         pretty(&j["groups"])
     );
+    let offline = out.assert_report_reads_back();
+    assert!(offline.contains(&head), "{offline}");
     for (local, i, _, fd) in leaked.iter().filter(|x| x.1 == ORPHAN) {
         let line = format!("  {local} <- {up}  age ");
         let l = out

@@ -17,7 +17,7 @@ use crate::{
     cli::Filters,
     diagnosis::{self, Diagnosis, Evidence},
     events::comm_str,
-    model::{Listener, LocalPorts, Origin, Peer, StuckGroup, StuckSocket, Task},
+    model::{Listener, LocalPorts, Origin, Peer, Pool, PoolMember, StuckGroup, StuckSocket, Task},
     sockets::{self, Holder, TcpSocket},
     stacks::{self, Symbolizer},
     threads,
@@ -469,6 +469,128 @@ fn blocked_holders(
     Some(text)
 }
 
+/// What the processes holding a listener are doing, for its unaccepted
+/// sockets: `parent python3[1201] idle: ...; 6 of 6 workers busy: each ...`.
+/// A holder whose parent also holds the listener is a worker; the others
+/// (the parent of a prefork pool, or a lone server) are listed by name.
+fn accepting_story(
+    holders: &[Holder],
+    table: &[TcpSocket],
+    cache: &mut HashMap<u32, Option<threads::ThreadSummary>>,
+) -> Option<String> {
+    let mut pids: Vec<(u32, String)> = holders.iter().map(|h| (h.pid, h.comm.clone())).collect();
+    pids.sort_unstable();
+    pids.dedup_by_key(|p| p.0);
+    if pids.is_empty() {
+        return None;
+    }
+    let held: HashSet<u32> = pids.iter().map(|p| p.0).collect();
+    let ppid: HashMap<u32, u32> = pids
+        .iter()
+        .filter_map(|(p, _)| Some((*p, sockets::process_info(*p)?.ppid)))
+        .collect();
+    let is_worker = |p: u32| ppid.get(&p).is_some_and(|pp| held.contains(pp));
+    // Per holder: pid, comm, worker?, what it is busy with (None: idle),
+    // its thread summary.
+    type Doing = (u32, String, bool, Option<Vec<String>>, String);
+    let mut doing: Vec<Doing> = Vec::new();
+    for (pid, comm) in &pids {
+        let Some(sum) = summary_of(cache, table, *pid) else {
+            continue;
+        };
+        let busy: Vec<String> = sum
+            .groups
+            .iter()
+            .filter(|g| g.blocked_on_work(None))
+            .map(busy_text)
+            .collect();
+        doing.push((
+            *pid,
+            comm.clone(),
+            is_worker(*pid),
+            (!busy.is_empty()).then_some(busy),
+            sum.text.clone(),
+        ));
+    }
+    let mut parts = Vec::new();
+    for (pid, comm, _, busy, text) in doing.iter().filter(|d| !d.2) {
+        let role = if doing.iter().any(|d| d.2 && ppid.get(&d.0) == Some(pid)) {
+            "parent "
+        } else {
+            ""
+        };
+        match busy {
+            Some(b) => parts.push(format!("{role}{comm}[{pid}] busy: {}", b.join("; "))),
+            None => parts.push(format!("{role}{comm}[{pid}] idle: {text}")),
+        }
+    }
+    let workers: Vec<_> = doing.iter().filter(|d| d.2).collect();
+    if !workers.is_empty() {
+        let busy: Vec<_> = workers.iter().filter(|d| d.3.is_some()).collect();
+        let mut t = format!("{} of {} workers busy", busy.len(), workers.len());
+        // What they wait in and on, same text counted once.
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for w in &busy {
+            for b in w.3.iter().flatten() {
+                match seen.iter_mut().find(|(s, _)| s == b) {
+                    Some(e) => e.1 += 1,
+                    None => seen.push((b.clone(), 1)),
+                }
+            }
+        }
+        seen.sort_by_key(|e| std::cmp::Reverse(e.1));
+        if !seen.is_empty() {
+            t.push_str(": ");
+            let shown: Vec<String> = seen
+                .iter()
+                .take(3)
+                .map(|(s, n)| {
+                    if *n == busy.len() && busy.len() > 1 {
+                        format!("each {s}")
+                    } else if busy.len() > 1 {
+                        format!("{n} {s}")
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            t.push_str(&shown.join("; "));
+        }
+        parts.push(t);
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// What a busy thread group waits in and on, without fd numbers or inodes
+/// (they differ between the processes of a pool): `waiting in poll(2) on a
+/// connection to 127.0.0.1:9000`, `waiting in write(2) on a pipe`.
+fn busy_text(g: &threads::ThreadGroup) -> String {
+    let call = g.syscall.as_deref().unwrap_or("?");
+    let mut peers: Vec<String> = g
+        .connections()
+        .filter(|c| c.state != tcp_state::LISTEN)
+        .map(|c| c.remote.to_string())
+        .collect();
+    peers.sort();
+    peers.dedup();
+    let on = if !peers.is_empty() {
+        format!(" on a connection to {}", peers.join(", "))
+    } else if g
+        .fd_target
+        .iter()
+        .chain(g.waits_on.iter().filter_map(|w| w.target.as_ref()))
+        .any(|t| t.starts_with("pipe:["))
+    {
+        " on a pipe".to_owned()
+    } else {
+        g.fd_target
+            .as_ref()
+            .map(|t| format!(" on {t}"))
+            .unwrap_or_default()
+    };
+    format!("waiting in {call}(2){on}")
+}
+
 /// The connection behind socket `inode` in `table`, e.g.
 /// `127.0.0.1:41000 -> 10.0.0.7:80 ESTABLISHED`: a thread blocked on it is
 /// then named with the upstream it waits for.
@@ -559,49 +681,131 @@ fn ports_held(
     })
 }
 
-/// Groups the stuck sockets (same diagnosis, process, stack functions and
-/// peer), biggest first, and sets each socket's `group` index.
+/// What a process pool is known by: executable, parent, command line.
+type PoolId = (String, u32, String);
+
+/// The pool of a live process (None when it is gone or init's child:
+/// unrelated daemons share init as parent).
+fn pool_id(pid: u32) -> Option<PoolId> {
+    let info = sockets::process_info(pid)?;
+    if info.ppid <= 1 {
+        return None;
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()?
+        .to_string_lossy()
+        .into_owned();
+    Some((exe, info.ppid, info.cmdline))
+}
+
+/// A group's owner: one process, or a pool of several.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum OwnerKey {
+    Process(Option<u32>),
+    Pool(PoolId),
+}
+
+/// Groups the stuck sockets (same diagnosis, stack functions and peer, and
+/// the same process or process pool), biggest first, and sets each
+/// socket's `group` index. Processes are pooled when several owners share
+/// executable, parent and command line (prefork workers).
 fn group(
     stuck: &mut [StuckSocket],
     table: &[TcpSocket],
     summaries: &mut HashMap<u32, Option<threads::ThreadSummary>>,
     budget: &Budget,
 ) -> Vec<StuckGroup> {
+    let owner_pids: HashSet<u32> = stuck.iter().filter_map(|s| owner(s).map(|o| o.0)).collect();
+    let pools: HashMap<u32, PoolId> = owner_pids
+        .iter()
+        .filter_map(|&p| Some((p, pool_id(p)?)))
+        .collect();
+    let mut pool_size: HashMap<&PoolId, usize> = HashMap::new();
+    for id in pools.values() {
+        *pool_size.entry(id).or_default() += 1;
+    }
+    let key_of = |pid: Option<u32>| -> OwnerKey {
+        match pid.and_then(|p| pools.get(&p)) {
+            Some(id) if pool_size.get(id).copied().unwrap_or(0) > 1 => OwnerKey::Pool(id.clone()),
+            _ => OwnerKey::Process(pid),
+        }
+    };
     let mut groups: Vec<StuckGroup> = Vec::new();
-    let mut index: HashMap<(Diagnosis, Option<u32>, String, Peer), usize> = HashMap::new();
+    // Per group: pid -> (comm, count, oldest, unread).
+    let mut per_pid: Vec<std::collections::BTreeMap<u32, (String, usize, u64, u64)>> = Vec::new();
+    let mut index: HashMap<(Diagnosis, OwnerKey, String, Peer), usize> = HashMap::new();
     let mut member_of = Vec::with_capacity(stuck.len());
     for s in stuck.iter() {
         let owner = owner(s);
         let pid = owner.map(|(pid, _)| pid);
         let peer = Peer::of(s.origin, s.remote);
-        let key = (s.diagnosis, pid, stack_key(&s.stack), peer);
-        member_of.push(*index.get(&key).unwrap_or(&groups.len()));
-        match index.get(&key) {
-            Some(&g) => {
-                let g = &mut groups[g];
-                g.count += 1;
-                g.oldest_age_ms = g.oldest_age_ms.max(s.age_ms);
-                g.unread_bytes += s.unread_bytes;
-            }
-            None => {
-                index.insert(key, groups.len());
-                groups.push(StuckGroup {
-                    diagnosis: s.diagnosis,
-                    count: 1,
-                    pid,
-                    comm: owner.map(|(_, c)| c.to_owned()).unwrap_or_default(),
-                    peer,
-                    oldest_age_ms: s.age_ms,
-                    unread_bytes: s.unread_bytes,
-                    stack: s.stack.clone(),
-                    threads: None,
-                    evidence: s.evidence.clone(),
-                    local_ports: None,
+        let key = (s.diagnosis, key_of(pid), stack_key(&s.stack), peer);
+        let gi = *index.get(&key).unwrap_or(&groups.len());
+        member_of.push(gi);
+        if gi == groups.len() {
+            index.insert(key, gi);
+            groups.push(StuckGroup {
+                diagnosis: s.diagnosis,
+                count: 0,
+                pid,
+                comm: owner.map(|(_, c)| c.to_owned()).unwrap_or_default(),
+                peer,
+                oldest_age_ms: 0,
+                unread_bytes: 0,
+                stack: s.stack.clone(),
+                threads: None,
+                evidence: s.evidence.clone(),
+                local_ports: None,
+                cmdline: String::new(),
+                pool: None,
+                accepting: None,
+            });
+            per_pid.push(Default::default());
+        }
+        let g = &mut groups[gi];
+        g.count += 1;
+        g.oldest_age_ms = g.oldest_age_ms.max(s.age_ms);
+        g.unread_bytes += s.unread_bytes;
+        if let Some((p, comm)) = owner {
+            let m = per_pid[gi]
+                .entry(p)
+                .or_insert_with(|| (comm.to_owned(), 0, 0, 0));
+            m.1 += 1;
+            m.2 = m.2.max(s.age_ms);
+            m.3 += s.unread_bytes;
+        }
+    }
+    for (gi, g) in groups.iter_mut().enumerate() {
+        if per_pid[gi].len() > 1 {
+            // The pool is named by its lowest pid.
+            let first = per_pid[gi].keys().next().copied();
+            if let Some((first, id)) = first.and_then(|p| Some((p, pools.get(&p)?))) {
+                g.pid = Some(first);
+                g.comm = per_pid[gi][&first].0.clone();
+                g.pool = Some(Pool {
+                    exe: id.0.clone(),
+                    parent: id.1,
+                    processes: per_pid[gi]
+                        .iter()
+                        .map(|(&pid, (comm, count, oldest, unread))| PoolMember {
+                            pid,
+                            comm: comm.clone(),
+                            count: *count,
+                            oldest_age_ms: *oldest,
+                            unread_bytes: *unread,
+                            threads: (!budget.spent())
+                                .then(|| summary_of(summaries, table, pid).map(|t| t.text.clone()))
+                                .flatten(),
+                        })
+                        .collect(),
                 });
             }
         }
-    }
-    for g in &mut groups {
+        if let Some(pid) = g.pid {
+            g.cmdline = sockets::process_info(pid)
+                .map(|i| i.cmdline)
+                .unwrap_or_default();
+        }
         // Out of budget, groups go without their threads.
         if let Some(pid) = g.pid.filter(|_| !budget.spent()) {
             if let Some(summary) = summary_of(summaries, table, pid) {
@@ -619,13 +823,17 @@ fn group(
         if g.diagnosis == Diagnosis::Unaccepted {
             if let Some(l) = stuck
                 .iter()
-                .filter(|s| s.diagnosis == Diagnosis::Unaccepted)
-                .find_map(|s| s.listener.as_ref())
+                .zip(&member_of)
+                .filter(|(_, &m)| m == gi)
+                .find_map(|(s, _)| s.listener.as_ref())
             {
                 g.evidence = format!(
                     "{}; listener {} accept queue {}/{}",
                     g.evidence, l.local, l.accept_queue, l.backlog
                 );
+                if !budget.spent() {
+                    g.accepting = accepting_story(&l.holders, table, summaries);
+                }
             }
         }
     }

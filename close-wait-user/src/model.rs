@@ -215,6 +215,51 @@ pub struct StuckGroup {
     pub evidence: String,
     /// Connected sockets only: the ephemeral ports they hold.
     pub local_ports: Option<LocalPorts>,
+    /// The command line of `pid`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cmdline: String,
+    /// When the group spans a process pool (same executable, parent and
+    /// command line): every process of it, with its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Pool>,
+    /// Unaccepted sockets: what the processes that hold the listener (and
+    /// could accept) are doing now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepting: Option<String>,
+}
+
+/// Processes with the same executable, parent and command line (prefork
+/// workers) whose sockets have the same diagnosis, stack and peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub exe: String,
+    pub parent: u32,
+    /// Per process, by pid.
+    pub processes: Vec<PoolMember>,
+}
+
+/// One process of a [`Pool`] and its sockets of the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolMember {
+    pub pid: u32,
+    pub comm: String,
+    pub count: usize,
+    pub oldest_age_ms: u64,
+    pub unread_bytes: u64,
+    /// What its threads are doing (the text of its thread summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<String>,
+}
+
+impl Pool {
+    /// `6 apache2 workers, children of 1201`.
+    pub fn text(&self, comm: &str) -> String {
+        format!(
+            "{} {comm} workers, children of {}",
+            self.processes.len(),
+            self.parent
+        )
+    }
 }
 
 /// Closed episodes slower than the threshold, by closer.
@@ -360,6 +405,9 @@ pub(crate) mod tests {
                 threads: None,
                 evidence: "17 bytes arrived that were never read".into(),
                 local_ports: None,
+                cmdline: String::new(),
+                pool: None,
+                accepting: None,
             }],
             closed_late: vec![ClosedLate {
                 comm: "server".into(),

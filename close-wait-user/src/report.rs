@@ -76,14 +76,23 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
+/// Holders listed by name; past this many, counted.
+pub const HOLDERS_SHOWN: usize = 8;
+
 pub fn holders_text(h: &[Holder]) -> String {
     if h.is_empty() {
         return "no process".to_string();
     }
-    h.iter()
+    let mut t = h
+        .iter()
+        .take(HOLDERS_SHOWN)
         .map(|h| format!("{}[{}] fd {}", h.comm, h.pid, h.fd))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if h.len() > HOLDERS_SHOWN {
+        let _ = write!(t, " and {} more", h.len() - HOLDERS_SHOWN);
+    }
+    t
 }
 
 pub fn socket_notes(s: &StuckSocket) -> Vec<String> {
@@ -161,9 +170,10 @@ pub fn shared_notes(members: &[&StuckSocket]) -> Vec<String> {
 }
 
 fn render_group(out: &mut String, r: &Report, gi: usize, g: &StuckGroup, all: bool) {
-    let who = match g.pid {
-        Some(p) => format!("{}[{}]", g.comm, p),
-        None => "no process".to_string(),
+    let who = match (&g.pool, g.pid) {
+        (Some(pool), _) => pool.text(&g.comm),
+        (None, Some(p)) => format!("{}[{}]", g.comm, p),
+        (None, None) => "no process".to_string(),
     };
     let _ = writeln!(
         out,
@@ -175,9 +185,32 @@ fn render_group(out: &mut String, r: &Report, gi: usize, g: &StuckGroup, all: bo
         fmt_ms(g.oldest_age_ms as f64),
         g.unread_bytes
     );
+    if !g.cmdline.is_empty() {
+        let _ = writeln!(out, "  command: {}", g.cmdline);
+    }
     let _ = writeln!(out, "  why: {}", g.evidence);
+    if let Some(a) = &g.accepting {
+        let _ = writeln!(out, "  accepting: {a}");
+    }
+    if let Some(pool) = &g.pool {
+        const SHOWN: usize = 8;
+        let mut list: Vec<String> = pool
+            .processes
+            .iter()
+            .take(SHOWN)
+            .map(|m| format!("{}[{}] x{}", m.comm, m.pid, m.count))
+            .collect();
+        if pool.processes.len() > SHOWN {
+            list.push(format!("and {} more", pool.processes.len() - SHOWN));
+        }
+        let _ = writeln!(out, "  processes: {}", list.join(", "));
+    }
     if let Some(t) = &g.threads {
-        let _ = writeln!(out, "  threads: {}", t.text);
+        let label = match (&g.pool, g.pid) {
+            (Some(_), Some(p)) => format!("threads of {}[{p}]", g.comm),
+            _ => "threads".to_owned(),
+        };
+        let _ = writeln!(out, "  {label}: {}", t.text);
         if let Some(py) = &t.python {
             let _ = writeln!(out, "  python {}: {}", py.version, py.text);
         }
@@ -418,6 +451,9 @@ mod tests {
                 range_last: 60999,
                 peer: Peer::Endpoint("127.0.0.1:23006".parse().unwrap()),
             }),
+            cmdline: String::new(),
+            pool: None,
+            accepting: None,
         }];
         let text = render(&r, false);
         assert!(

@@ -62,6 +62,10 @@ const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     // A Go client in the tests (tests/helpers/goleak.go).
     "golang-go",
+    // Real servers of the pool and proxy stories (tests/servers.rs): each
+    // runs with its own config on a loopback port, never as a service.
+    "nginx-light",
+    "apache2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN: &str = "debian-bpf";
