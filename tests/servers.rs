@@ -1,0 +1,407 @@
+//! Real servers from Debian's packages (nginx, Apache prefork) and real
+//! worker pools, each started here with its own config on a loopback port,
+//! never as a system service (issue 10). Each test asserts the group count,
+//! the diagnosis, what the threads wait on (fd, peer) and that
+//! `report FILE.json` prints the same groups as the live run.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use close_wait_tests::*;
+use serde_json::Value;
+
+const SECS10: Duration = Duration::from_secs(10);
+const THRESHOLD_MS: u64 = 1000;
+
+/// `python3 servers.py CMD ARGS` (tests/helpers/servers.py).
+fn app(cmd: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        &format!("servers.py {cmd} {args:?}"),
+        Command::new("python3")
+            .arg(helper("servers.py"))
+            .arg(cmd)
+            .args(args),
+    )
+}
+
+fn num<T: std::str::FromStr>(line: &str, i: usize) -> T {
+    line.split_whitespace()
+        .nth(i)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no number at word {i} of {line:?}"))
+}
+
+fn word(line: &str, i: usize) -> String {
+    line.split_whitespace()
+        .nth(i)
+        .unwrap_or_else(|| panic!("no word {i} in {line:?}"))
+        .to_string()
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The program, or None (and why) when it is not installed.
+fn program(path: &str, test: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    if p.exists() {
+        return Some(p.to_path_buf());
+    }
+    assert!(
+        !in_ci(),
+        "{test}: {path} is missing (run `cargo xtask setup`)"
+    );
+    eprintln!("skipping test - {path} is not installed");
+    None
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+fn wait_listening(port: u16, what: &str) {
+    wait_for(&format!("{what} listening on {port}"), SECS10, || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+}
+
+/// Sends an HTTP/1.1 request on `s`, returns the status line of the answer.
+fn http_get(s: &mut TcpStream, path: &str) -> String {
+    s.set_read_timeout(Some(SECS10)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn groups(j: &Value) -> &Vec<Value> {
+    j["groups"].as_array().unwrap()
+}
+
+/// The group headers of a human report (lines naming a diagnosis in capitals).
+fn headers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            let first = l.split_whitespace().next().unwrap_or("");
+            !l.starts_with(' ')
+                && first.len() > 3
+                && first.chars().all(|c| c.is_ascii_uppercase() || c == '-')
+                && l.contains(" x")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The live run's groups, and the same groups from `report FILE.json`.
+fn assert_same_groups_offline(out: &Finished) {
+    let offline = out.assert_report_reads_back();
+    let live = headers(&out.stdout);
+    assert!(!live.is_empty(), "{}", out.stdout);
+    assert_eq!(headers(&offline), live, "{offline}");
+}
+
+/// nginx proxies to a threaded Python app whose handlers wait (poll with a
+/// timeout) on a third party that never answers; nginx gives up after 1 s
+/// and closes, leaving the app's sockets in CLOSE_WAIT while every handler
+/// still waits: one handler-blocked group, each thread named with the
+/// upstream connection it waits on.
+#[test]
+fn nginx_in_front_of_handlers_blocked_on_a_slow_upstream() {
+    const TEST: &str = "nginx_in_front_of_handlers_blocked_on_a_slow_upstream";
+    if !privileged(TEST) {
+        return;
+    }
+    let Some(nginx) = program("/usr/sbin/nginx", TEST) else {
+        return;
+    };
+    const N: usize = 3;
+    let (third, third_port) = server(&["--mode", "hold", "--count", &N.to_string()]);
+    let third_addr = v4(third_port);
+    let slow = app("slowapp", &["--upstream", &third_addr, "--hold", "20"]);
+    let l = slow.expect("listening ", SECS10);
+    let app_port: u16 = num(&l, 1);
+    let dir = tempdir("nginx");
+    let nport = free_port();
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\n\
+             pid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n\
+               client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               server {{\n    listen 127.0.0.1:{nport};\n\
+                 location / {{ proxy_pass http://127.0.0.1:{app_port}; proxy_read_timeout 1s; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Proc::spawn(
+        "nginx",
+        Command::new(&nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .stderr(Stdio::null()),
+    );
+    wait_listening(nport, "nginx");
+    let tracer = Tracer::start(&["-L", &app_port.to_string(), "--threshold", "1s"]);
+    let t0 = Instant::now();
+    let mut clients: Vec<TcpStream> = Vec::new();
+    let mut status = Vec::new();
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", nport)).unwrap();
+                let st = http_get(&mut s, &format!("/pay/{i}"));
+                (s, st)
+            })
+        })
+        .collect();
+    // (fd, local, remote) of the app's accepted sockets, and its upstream
+    // connections (fd, local).
+    let accepted: Vec<(u32, String, String)> = (0..N)
+        .map(|_| parse_accepted(&slow.expect("accepted ", SECS10)))
+        .collect();
+    let ups: Vec<(u32, String)> = (0..N)
+        .map(|_| {
+            let l = slow.expect("upstream ", SECS10);
+            assert_eq!(word(&l, 6), third_addr, "{l}");
+            (num(&l, 2), word(&l, 4))
+        })
+        .collect();
+    for h in handles {
+        let (s, st) = h.join().unwrap();
+        clients.push(s);
+        status.push(st);
+    }
+    // nginx gave up on the app: 504 to its clients, FIN to the app.
+    assert!(status.iter().all(|s| s.contains(" 504 ")), "{status:?}");
+    let tuples: Vec<(String, String)> = accepted
+        .iter()
+        .map(|a| (a.1.clone(), a.2.clone()))
+        .collect();
+    settle_stuck(&tuples, THRESHOLD_MS);
+    let out = stop_ok(tracer);
+    let took = t0.elapsed();
+    let pid = slow.pid();
+    let j = &out.json;
+    assert!(took < Duration::from_secs(30));
+
+    for (fd, local, remote) in &accepted {
+        let e = one(j, "stuck", local, remote);
+        let ctx = pretty(e);
+        assert_eq!(e["diagnosis"], "handler-blocked", "{ctx}");
+        assert_eq!(
+            holders(&e["holders"]),
+            vec![(pid as u64, *fd as u64)],
+            "{ctx}"
+        );
+        assert_eq!(e["unread_bytes"], 0, "the request was read: {ctx}");
+        assert!(
+            !e["evidence"].as_str().unwrap().contains("forgotten close"),
+            "{ctx}"
+        );
+    }
+    assert_eq!(
+        j["stuck"].as_array().unwrap().len(),
+        N,
+        "nginx holds none: {}",
+        pretty(&j["stuck"])
+    );
+    let gs = groups(j);
+    assert_eq!(gs.len(), 1, "{}", pretty(&j["groups"]));
+    let g = &gs[0];
+    let gctx = pretty(g);
+    assert_eq!(
+        (
+            g["diagnosis"].as_str(),
+            g["pid"].as_u64(),
+            g["count"].as_u64()
+        ),
+        (Some("handler-blocked"), Some(pid as u64), Some(N as u64)),
+        "{gctx}"
+    );
+    // Every handler thread waits in poll(2) (or ppoll) on its upstream
+    // connection, named with the third party's address.
+    let tgroups = g["threads"]["groups"].as_array().unwrap();
+    for (ufd, ulocal) in &ups {
+        let tg = tgroups
+            .iter()
+            .find(|tg| {
+                tg["waits_on"]
+                    .as_array()
+                    .is_some_and(|w| w.iter().any(|w| w["fd"] == *ufd))
+            })
+            .unwrap_or_else(|| panic!("no thread waits on upstream fd {ufd}: {gctx}"));
+        assert!(
+            matches!(tg["syscall"].as_str(), Some("poll" | "ppoll")),
+            "{gctx}"
+        );
+        let w = &tg["waits_on"][0];
+        assert_eq!(w["connection"]["remote"], third_addr.as_str(), "{gctx}");
+        assert_eq!(w["connection"]["local"], ulocal.as_str(), "{gctx}");
+    }
+    let why = g["evidence"].as_str().unwrap();
+    assert!(
+        why.contains("the handler has not finished: ")
+            && why.contains(&format!(" -> {third_addr} ESTABLISHED)")),
+        "{why}"
+    );
+    let head = format!(
+        "HANDLER-BLOCKED x{N}  {}[{pid}] <- peer 127.0.0.1  ",
+        comm_of(pid)
+    );
+    assert!(
+        out.stdout.contains(&head),
+        "no {head:?} in:\n{}",
+        out.stdout
+    );
+    assert_same_groups_offline(&out);
+    drop(clients);
+    drop(proxy);
+    drop(third);
+}
+
+/// A prefork pool whose workers each read a request and then block writing
+/// their log line to a stderr pipe nobody reads: one handler-blocked group
+/// for the pool (not one per worker), each worker waiting in write(2) on
+/// fd 2, the pipe's reader named.
+#[test]
+fn prefork_pool_blocked_on_a_full_stderr_pipe() {
+    const TEST: &str = "prefork_pool_blocked_on_a_full_stderr_pipe";
+    if !privileged(TEST) {
+        return;
+    }
+    const WORKERS: usize = 4;
+    let (rd, wr) = pipe_cloexec();
+    let pool = Proc::spawn(
+        "servers.py prefork-pipe",
+        Command::new("python3")
+            .arg(helper("servers.py"))
+            .args([
+                "prefork-pipe",
+                "--workers",
+                &WORKERS.to_string(),
+                "--hold",
+                "20",
+            ])
+            .stderr(Stdio::from(wr)),
+    );
+    let port: u16 = num(&pool.expect("listening ", SECS10), 1);
+    let workers: Vec<u32> = (0..WORKERS)
+        .map(|_| num(&pool.expect("worker ", SECS10), 1))
+        .collect();
+    let tracer = Tracer::start(&["-L", &port.to_string(), "--threshold", "1s"]);
+    let mut clients = Vec::new();
+    for _ in 0..WORKERS {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"POST /heartbeat HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        clients.push(s);
+    }
+    let accepted: Vec<(u32, String, String, u32)> = (0..WORKERS)
+        .map(|_| {
+            let l = pool.expect("accepted ", SECS10);
+            let (fd, local, remote) = parse_accepted(&l);
+            (fd, local, remote, num(&l, 8))
+        })
+        .collect();
+    // The clients give up and close.
+    drop(clients);
+    let tuples: Vec<(String, String)> = accepted
+        .iter()
+        .map(|a| (a.1.clone(), a.2.clone()))
+        .collect();
+    settle_stuck(&tuples, THRESHOLD_MS);
+    let out = stop_ok(tracer);
+    let j = &out.json;
+    let parent = pool.pid();
+
+    for (fd, local, remote, wpid) in &accepted {
+        let e = one(j, "stuck", local, remote);
+        let ctx = pretty(e);
+        assert!(workers.contains(wpid), "{ctx}");
+        assert_eq!(e["diagnosis"], "handler-blocked", "{ctx}");
+        assert_eq!(
+            holders(&e["holders"]),
+            vec![(*wpid as u64, *fd as u64)],
+            "{ctx}"
+        );
+    }
+    let gs = groups(j);
+    assert_eq!(
+        gs.len(),
+        1,
+        "one group for the pool: {}",
+        pretty(&j["groups"])
+    );
+    let g = &gs[0];
+    let gctx = pretty(g);
+    assert_eq!(g["diagnosis"], "handler-blocked", "{gctx}");
+    assert_eq!(g["count"], WORKERS as u64, "{gctx}");
+    assert_eq!(g["pool"]["parent"], parent, "{gctx}");
+    let mut members: Vec<u64> = g["pool"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["count"], 1, "{gctx}");
+            // Each worker waits in write(2) on fd 2, a pipe read by us.
+            let t = m["threads"].as_str().unwrap();
+            assert!(
+                t.contains("pipe_write via write(2) on fd 2 -> pipe:[")
+                    && t.contains(&format!(
+                        "whose read end is held by pid {} fd {}",
+                        std::process::id(),
+                        rd.as_raw_fd()
+                    )),
+                "{t}"
+            );
+            m["pid"].as_u64().unwrap()
+        })
+        .collect();
+    members.sort_unstable();
+    let mut want: Vec<u64> = workers.iter().map(|&p| p as u64).collect();
+    want.sort_unstable();
+    assert_eq!(members, want, "{gctx}");
+    let tg = &g["threads"]["groups"][0];
+    assert_eq!(
+        (tg["syscall"].as_str(), tg["fd"].as_u64()),
+        (Some("write"), Some(2)),
+        "{gctx}"
+    );
+    let head = format!(
+        "HANDLER-BLOCKED x{WORKERS}  {WORKERS} {} workers, children of {parent} <- peer 127.0.0.1  ",
+        comm_of(workers[0])
+    );
+    assert!(
+        out.stdout.contains(&head),
+        "no {head:?} in:\n{}",
+        out.stdout
+    );
+    assert_same_groups_offline(&out);
+    drop(rd);
+}
