@@ -405,3 +405,265 @@ fn prefork_pool_blocked_on_a_full_stderr_pipe() {
     assert_same_groups_offline(&out);
     drop(rd);
 }
+
+/// Apache prefork (Debian's apache2, its own config on a loopback port, 3
+/// workers), proxying to `upstream` with mod_proxy_http. Returns the
+/// running server (its pid is the parent's) and its port.
+fn apache(test: &str, upstream: &str, extra: &str) -> Option<(Proc, u16)> {
+    let bin = program("/usr/sbin/apache2", test)?;
+    let dir = tempdir("apache");
+    let port = free_port();
+    let d = dir.display();
+    let m = "/usr/lib/apache2/modules";
+    let conf = dir.join("httpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ServerRoot \"{d}\"\nServerName localhost\nListen 127.0.0.1:{port}\n\
+             PidFile {d}/apache.pid\nErrorLog {d}/error.log\nLogLevel warn\nMutex file:{d} default\n\
+             LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so\n\
+             LoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule proxy_module {m}/mod_proxy.so\n\
+             LoadModule proxy_http_module {m}/mod_proxy_http.so\n\
+             User www-data\nGroup www-data\n\
+             StartServers 3\nMinSpareServers 3\nMaxSpareServers 3\nServerLimit 3\nMaxRequestWorkers 3\n\
+             ListenBacklog 4\n{extra}\n\
+             ProxyPass \"/\" \"http://{upstream}/\"\n"
+        ),
+    )
+    .unwrap();
+    let p = Proc::spawn(
+        "apache2",
+        Command::new(&bin)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-DFOREGROUND")
+            .stderr(Stdio::null()),
+    );
+    // Ready when the 3 workers sleep in accept.
+    let parent = p.pid();
+    wait_for("3 apache2 workers", SECS10, || {
+        (children_of(parent).len() == 3).then_some(())
+    });
+    wait_listening(port, "apache2");
+    Some((p, port))
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Apache prefork whose 3 workers all wait (poll with ProxyTimeout) on an
+/// upstream that never answers: the clients give up, so the workers' own
+/// client sockets are one handler-blocked pool group, and the connections
+/// that queued behind them are one unaccepted group whose story is told
+/// from the listener's holders: the idle parent, and 3 of 3 workers busy
+/// waiting on the upstream (not "the application never called accept()").
+#[test]
+fn apache_prefork_workers_busy_on_a_slow_upstream() {
+    const TEST: &str = "apache_prefork_workers_busy_on_a_slow_upstream";
+    if !privileged(TEST) {
+        return;
+    }
+    const WORKERS: usize = 3;
+    const QUEUED: usize = 3;
+    let (third, third_port) = server(&["--mode", "hold", "--count", &WORKERS.to_string()]);
+    let up = v4(third_port);
+    let Some((srv, port)) = apache(TEST, &up, "ProxyTimeout 30\nKeepAlive Off") else {
+        return;
+    };
+    let parent = srv.pid();
+    let workers = children_of(parent);
+    let tracer = Tracer::start(&["-L", &port.to_string(), "--threshold", "1s"]);
+    let t0 = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..WORKERS + QUEUED {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET /slow/{i} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        clients.push(s);
+        if i < WORKERS {
+            // One worker takes it and connects upstream.
+            third.expect("accepted", SECS10);
+        }
+    }
+    let locals: Vec<String> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+    // The clients give up.
+    drop(clients);
+    let addr = v4(port);
+    let tuples: Vec<(String, String)> = locals.iter().map(|l| (addr.clone(), l.clone())).collect();
+    settle_stuck(&tuples, THRESHOLD_MS);
+    let out = stop_ok(tracer);
+    let j = &out.json;
+    assert!(t0.elapsed() < Duration::from_secs(30));
+
+    let gs = groups(j);
+    assert_eq!(gs.len(), 2, "{}", pretty(&j["groups"]));
+    let busy = gs
+        .iter()
+        .find(|g| g["diagnosis"] == "handler-blocked")
+        .unwrap_or_else(|| panic!("no handler-blocked group: {}", pretty(&j["groups"])));
+    let bctx = pretty(busy);
+    assert_eq!(busy["count"], WORKERS as u64, "{bctx}");
+    assert_eq!(busy["pool"]["parent"], parent, "{bctx}");
+    let mut members: Vec<u32> = busy["pool"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let t = m["threads"].as_str().unwrap();
+            // Each worker waits in poll(2) on its upstream connection.
+            assert!(
+                t.contains(" via poll(2) on fd ") && t.contains(&format!(" -> {up} ESTABLISHED)")),
+                "{t}"
+            );
+            m["pid"].as_u64().unwrap() as u32
+        })
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, workers, "{bctx}");
+    let tg = &busy["threads"]["groups"][0];
+    assert_eq!(tg["syscall"], "poll", "{bctx}");
+    assert_eq!(
+        tg["waits_on"][0]["connection"]["remote"],
+        up.as_str(),
+        "{bctx}"
+    );
+
+    let queued = gs
+        .iter()
+        .find(|g| g["diagnosis"] == "unaccepted")
+        .unwrap_or_else(|| panic!("no unaccepted group: {}", pretty(&j["groups"])));
+    let qctx = pretty(queued);
+    assert_eq!(queued["count"], QUEUED as u64, "{qctx}");
+    let accepting = queued["accepting"].as_str().unwrap();
+    assert!(
+        accepting.contains(&format!("parent apache2[{parent}] idle: "))
+            && accepting.ends_with(&format!(
+                "{WORKERS} of {WORKERS} workers busy: each waiting in poll(2) on a connection to {up}"
+            )),
+        "{accepting}"
+    );
+    // The listener's holders are listed once, for the whole group.
+    let listener_lines = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&format!("listener {addr} held by ")))
+        .count();
+    assert_eq!(listener_lines, 1, "{}", out.stdout);
+    for needle in [
+        format!(
+            "HANDLER-BLOCKED x{WORKERS}  {WORKERS} apache2 workers, children of {parent} <- peer 127.0.0.1  "
+        ),
+        format!("UNACCEPTED x{QUEUED}  apache2[{parent}] <- peer 127.0.0.1  "),
+        format!("  accepting: {accepting}"),
+    ] {
+        assert!(out.stdout.contains(&needle), "no {needle:?} in:\n{}", out.stdout);
+    }
+    assert_same_groups_offline(&out);
+    drop(srv);
+}
+
+/// Apache prefork's workers keep their upstream connections (mod_proxy's
+/// per-worker pool); the upstream dies: every worker holds a dead
+/// connection. One read-not-closed pool group, the peer called gone, each
+/// worker idle in accept(2) on the listener.
+#[test]
+fn apache_prefork_workers_hold_dead_upstream_connections() {
+    const TEST: &str = "apache_prefork_workers_hold_dead_upstream_connections";
+    if !privileged(TEST) {
+        return;
+    }
+    const WORKERS: usize = 3;
+    let backend = Proc::spawn(
+        "seeds.py backend",
+        Command::new("python3")
+            .arg(helper("seeds.py"))
+            .args(["backend", "--after", "keep", "--hold", "20"]),
+    );
+    let up_port: u16 = num(&backend.expect("listening ", SECS10), 1);
+    let up = v4(up_port);
+    let Some((srv, port)) = apache(TEST, &up, "KeepAlive On\nKeepAliveTimeout 10") else {
+        return;
+    };
+    let parent = srv.pid();
+    let workers = children_of(parent);
+    let tracer = Tracer::start(&["-D", &up_port.to_string(), "--threshold", "1s"]);
+    // Keep-alive clients: each keeps its worker, so the next goes to another.
+    let mut clients = Vec::new();
+    let mut locals = Vec::new();
+    for i in 0..WORKERS {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let st = http_get(&mut s, &format!("/order/{i}"));
+        assert!(st.contains(" 200 "), "{st}");
+        let (_, _, remote) = parse_accepted(&backend.expect("accepted ", SECS10));
+        locals.push(remote);
+        clients.push(s);
+    }
+    drop(clients);
+    // The upstream dies; its kernel closes every connection.
+    drop(backend);
+    let tuples: Vec<(String, String)> = locals.iter().map(|l| (l.clone(), up.clone())).collect();
+    settle_stuck(&tuples, THRESHOLD_MS);
+    let out = stop_ok(tracer);
+    let j = &out.json;
+    let gs = groups(j);
+    assert_eq!(gs.len(), 1, "{}", pretty(&j["groups"]));
+    let g = &gs[0];
+    let gctx = pretty(g);
+    assert_eq!(g["diagnosis"], "read-not-closed", "{gctx}");
+    assert_eq!(g["count"], WORKERS as u64, "{gctx}");
+    assert_eq!(g["peer"], up.as_str(), "{gctx}");
+    assert_eq!(g["pool"]["parent"], parent, "{gctx}");
+    assert!(
+        g["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no live connection to that peer remains"),
+        "{gctx}"
+    );
+    let mut members: Vec<u32> = g["pool"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["count"], 1, "{gctx}");
+            let t = m["threads"].as_str().unwrap();
+            assert!(
+                t.contains(" via accept4(2) on fd ")
+                    && t.contains(&format!("127.0.0.1:{port} LISTEN)")),
+                "{t}"
+            );
+            m["pid"].as_u64().unwrap() as u32
+        })
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, workers, "{gctx}");
+    let head = format!(
+        "READ-NOT-CLOSED x{WORKERS}  {WORKERS} apache2 workers, children of {parent} <- peer {up}  "
+    );
+    assert!(
+        out.stdout.contains(&head),
+        "no {head:?} in:\n{}",
+        out.stdout
+    );
+    assert_same_groups_offline(&out);
+    drop(srv);
+}
