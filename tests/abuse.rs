@@ -873,8 +873,8 @@ fn events_into_an_unread_pipe_still_checkpoint_and_obey_sigterm() {
     let stderr = err.text();
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(
-        took < Duration::from_millis(2500),
-        "SIGTERM took {took:?} with a blocked stdout (the summary waits 300 ms for it)"
+        took < Duration::from_secs(1),
+        "SIGTERM took {took:?} with a blocked stdout (the issue asks for under a second)"
     );
     // The summary is not lost: stdout could not take it, stderr did.
     assert!(stderr.contains("close-wait report "), "{stderr}");
