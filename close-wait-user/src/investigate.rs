@@ -325,8 +325,8 @@ pub fn investigate(
                 } else {
                     sock_holders.first().map(|h| h.pid).unwrap_or(c.pid)
                 };
-                let frames = symbolizer.user(sym_pid, &addrs);
-                let note = if !opts.user_stacks {
+                let mut frames = symbolizer.user(sym_pid, &addrs);
+                let mut note = if !opts.user_stacks {
                     Some("no stack taken (--stacks none)".to_string())
                 } else if c.origin.user_stack < 0 {
                     Some(format!(
@@ -336,6 +336,8 @@ pub fn investigate(
                 } else {
                     stacks::stack_note(&frames)
                 };
+                let outside = stacks::outside_code(sym_pid, &frames);
+                stacks::drop_outside_code(&mut frames, &outside, &mut note);
                 let kframes = if opts.kernel_stacks {
                     symbolizer
                         .kernel(&origins.stack(c.origin.kernel_stack))

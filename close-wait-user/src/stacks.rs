@@ -437,6 +437,66 @@ fn mapping_name(maps: &str, addr: u64) -> Option<String> {
     })
 }
 
+/// Is `addr` inside a mapping with execute permission (`r-xp`) of a
+/// `/proc/PID/maps` text?
+fn in_executable_mapping(maps: &str, addr: u64) -> bool {
+    maps.lines().any(|line| {
+        let mut w = line.split_whitespace();
+        let (Some(range), Some(perms)) = (w.next(), w.next()) else {
+            return false;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            return false;
+        };
+        match (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16)) {
+            (Ok(a), Ok(b)) => (a..b).contains(&addr) && perms.as_bytes().get(2) == Some(&b'x'),
+            _ => false,
+        }
+    })
+}
+
+/// Which of `frames` of process `pid` are outside code: unsymbolized, at
+/// an address in no executable mapping (heap, stack, data, or nothing), so
+/// not a return address but a frame-pointer walk that strayed into data.
+/// All false when the maps cannot be read (the process is gone).
+pub fn outside_code(pid: u32, frames: &[Frame]) -> Vec<bool> {
+    let maps = frames
+        .iter()
+        .any(|f| f.function.is_none())
+        .then(|| std::fs::read_to_string(format!("/proc/{pid}/maps")).ok())
+        .flatten();
+    outside_code_in(maps.as_deref(), frames)
+}
+
+fn outside_code_in(maps: Option<&str>, frames: &[Frame]) -> Vec<bool> {
+    frames
+        .iter()
+        .map(|f| f.function.is_none() && maps.is_some_and(|m| !in_executable_mapping(m, f.addr)))
+        .collect()
+}
+
+/// Drops the frames after the first that are outside code (`outside`, from
+/// [`outside_code`]) and says how many went in `note`.
+pub fn drop_outside_code(frames: &mut Vec<Frame>, outside: &[bool], note: &mut Option<String>) {
+    let before = frames.len();
+    let mut i = 0;
+    frames.retain(|_| {
+        i += 1;
+        i == 1 || !outside.get(i - 1).copied().unwrap_or(false)
+    });
+    let dropped = before - frames.len();
+    if dropped > 0 {
+        let said = format!(
+            "{dropped} frame{} outside executable mappings (heap, stack, data) not shown",
+            if dropped == 1 { "" } else { "s" }
+        );
+        *note = Some(match note.take() {
+            Some(n) => format!("{n}; {said}"),
+            None => said,
+        });
+    }
+}
+
 /// A plain-words warning when a user stack is too short to be useful.
 pub fn stack_note(frames: &[Frame]) -> Option<String> {
     match frames {
@@ -743,6 +803,42 @@ mod tests {
             ..frame(Some("f"), None, None)
         };
         assert_eq!(bare.to_string(), "f+0x2a");
+    }
+
+    #[test]
+    fn frames_outside_code_are_dropped_and_counted() {
+        let maps = "\
+55d0c0a00000-55d0c0a21000 r-xp 00001000 fd:01 1234 /usr/bin/srv\n\
+55d0c0c00000-55d0c0c21000 rw-p 00000000 00:00 0 [heap]\n";
+        assert!(in_executable_mapping(maps, 0x55d0_c0a0_0010));
+        assert!(!in_executable_mapping(maps, 0x55d0_c0c0_0010), "heap");
+        assert!(
+            !in_executable_mapping(maps, 0x8415_fe8f_f1a4_cf00),
+            "unmapped"
+        );
+        let out = |addr| Frame::unknown(addr, None);
+        let mut frames = vec![
+            frame(Some("accept4"), None, None),
+            out(0x55d0_c0c0_0010),
+            frame(Some("main"), None, None),
+            out(0x8415_fe8f_f1a4_cf00),
+            out(0x55d0_c0a0_0020),
+        ];
+        let flags = outside_code_in(Some(maps), &frames);
+        assert_eq!(flags, vec![false, true, false, true, false]);
+        assert_eq!(outside_code_in(None, &frames), vec![false; 5]);
+        let mut note = Some("frames after #1 point into data".to_owned());
+        drop_outside_code(&mut frames, &flags, &mut note);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            note.as_deref(),
+            Some("frames after #1 point into data; 2 frames outside executable mappings (heap, stack, data) not shown")
+        );
+        // The innermost frame is always kept; nothing dropped, nothing said.
+        let mut one = vec![out(0x3)];
+        let mut none = None;
+        drop_outside_code(&mut one, &[true], &mut none);
+        assert_eq!((one.len(), none), (1, None));
     }
 
     #[test]
