@@ -579,7 +579,10 @@ fn seed002_ten_workers_blocked_on_stderr_while_main_thread_accepts() {
     assert!(
         top["wchan"].as_str().unwrap().ends_with("pipe_write")
             && top["fd_target"].as_str().unwrap().starts_with("pipe:[")
-            && top["fd_target"].as_str().unwrap().ends_with(&held),
+            && top["fd_target"].as_str().unwrap().contains(&held)
+            // Full, and its reader named by its command (issue 10).
+            && top["fd_target"].as_str().unwrap().contains(" bytes queued: full) whose read end")
+            && top["fd_target"].as_str().unwrap().contains(&format!("{held} (")),
         "{gctx}"
     );
     // The main thread is fine: it sleeps in accept4(2) on the listener.
@@ -596,7 +599,8 @@ fn seed002_ten_workers_blocked_on_stderr_while_main_thread_accepts() {
     assert!(
         text.starts_with(&format!("{WORKERS} of {} threads asleep in ", WORKERS + 1))
             && text.contains(" via write(2) on fd 2 -> pipe:[")
-            && text.contains(&format!("{held}; 1 of {} asleep in ", WORKERS + 1))
+            && text.contains(&format!("{held} ("))
+            && text.contains(&format!("); 1 of {} asleep in ", WORKERS + 1))
             && text.ends_with(&format!(" via accept4(2) on fd {lfd} -> {listener}")),
         "{text}"
     );

@@ -373,10 +373,12 @@ fn prefork_pool_blocked_on_a_full_stderr_pipe() {
             let t = m["threads"].as_str().unwrap();
             assert!(
                 t.contains("pipe_write via write(2) on fd 2 -> pipe:[")
+                    && t.contains(" bytes queued: full) whose read end is held by ")
                     && t.contains(&format!(
-                        "whose read end is held by pid {} fd {}",
+                        "whose read end is held by pid {} fd {} ({}",
                         std::process::id(),
-                        rd.as_raw_fd()
+                        rd.as_raw_fd(),
+                        std::env::args().next().unwrap()
                     )),
                 "{t}"
             );

@@ -532,6 +532,11 @@ pub enum FdTarget {
     Pipe {
         inode: u64,
         readers: Vec<(u32, u32)>,
+        /// The command of each of the first readers shown (`cmdline`, or
+        /// `[comm]` without one), parallel to `readers`; may be shorter.
+        reader_commands: Vec<String>,
+        /// Bytes queued in the pipe and its capacity, when measured.
+        fill: Option<(u32, u32)>,
     },
     /// A socket, and the TCP connection it is when the caller looked it up
     /// (see [`FdTarget::with_connection`]).
@@ -548,18 +553,35 @@ pub enum FdTarget {
 impl fmt::Display for FdTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FdTarget::Pipe { inode, readers } if readers.is_empty() => {
-                write!(f, "pipe:[{inode}] with no reader")
+            FdTarget::Pipe {
+                inode,
+                readers,
+                fill,
+                ..
+            } if readers.is_empty() => {
+                write!(f, "pipe:[{inode}]")?;
+                write_fill(f, *fill)?;
+                write!(f, " with no reader")
             }
-            FdTarget::Pipe { inode, readers } => {
-                write!(f, "pipe:[{inode}] whose read end is held by ")?;
-                const SHOWN: usize = 3;
-                for (i, (pid, fd)) in readers.iter().take(SHOWN).enumerate() {
+            FdTarget::Pipe {
+                inode,
+                readers,
+                reader_commands,
+                fill,
+            } => {
+                write!(f, "pipe:[{inode}]")?;
+                write_fill(f, *fill)?;
+                f.write_str(" whose read end is held by ")?;
+                for (i, (pid, fd)) in readers.iter().take(PIPE_READERS_SHOWN).enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
                     write!(f, "pid {pid} fd {fd}")?;
+                    if let Some(c) = reader_commands.get(i) {
+                        write!(f, " ({c})")?;
+                    }
                 }
+                const SHOWN: usize = PIPE_READERS_SHOWN;
                 if readers.len() > SHOWN {
                     write!(f, " and {} more", readers.len() - SHOWN)?;
                 }
@@ -576,6 +598,73 @@ impl fmt::Display for FdTarget {
             FdTarget::File(p) | FdTarget::Other(p) => f.write_str(p),
         }
     }
+}
+
+/// Pipe readers named in a description; the rest are counted.
+const PIPE_READERS_SHOWN: usize = 3;
+
+/// ` (64512 of 65536 bytes queued: full)`. A pipe is full when all its
+/// page-sized buffers are in use: the last one may be partly filled.
+fn write_fill(f: &mut fmt::Formatter<'_>, fill: Option<(u32, u32)>) -> fmt::Result {
+    match fill {
+        Some((q, cap)) if cap > 0 => write!(
+            f,
+            " ({q} of {cap} bytes queued{})",
+            if pipe_full(q, cap) { ": full" } else { "" }
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Less than a page of room left: a writer of more than that blocks.
+pub fn pipe_full(queued: u32, capacity: u32) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    capacity.saturating_sub(queued) < page
+}
+
+/// Bytes queued in the pipe behind fd `fd` of `pid`, and the pipe's
+/// capacity: the descriptor is duplicated with pidfd_getfd(2) (Linux 5.6,
+/// needs ptrace access), asked FIONREAD and F_GETPIPE_SZ, and closed. No
+/// procfs file says how full a pipe is.
+pub fn pipe_fill(pid: u32, fd: u32) -> Option<(u32, u32)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open returned a descriptor nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes a pidfd, a target fd and flags; it returns
+    // a new fd (close-on-exec) or -1.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as i32, 0) };
+    if dup < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_getfd returned a descriptor nothing else owns.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup as i32) };
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let r = unsafe { libc::ioctl(dup.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    // SAFETY: F_GETPIPE_SZ takes no argument and returns the capacity or -1.
+    let cap = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    (r == 0 && cap > 0).then(|| (queued.max(0) as u32, cap as u32))
+}
+
+/// What a pipe reader runs: its command line (cut to 80 characters), or
+/// `[comm]` when it has none.
+fn reader_command(proc_root: &Path, pid: u32) -> Option<String> {
+    let info = crate::sockets::process_info_in(proc_root, pid)?;
+    let mut c = if info.cmdline.is_empty() {
+        format!("[{}]", info.comm)
+    } else {
+        info.cmdline
+    };
+    if c.chars().count() > 80 {
+        c = c.chars().take(77).collect::<String>() + "...";
+    }
+    Some(c)
 }
 
 /// The TCP connection behind a socket descriptor.
@@ -624,6 +713,8 @@ pub fn classify_link(target: &str) -> FdTarget {
         FdTarget::Pipe {
             inode,
             readers: Vec::new(),
+            reader_commands: Vec::new(),
+            fill: None,
         }
     } else if let Some(inode) = bracketed("socket:[") {
         FdTarget::Socket {
@@ -652,10 +743,23 @@ pub fn describe_fd_in(proc_root: &Path, pid: u32, fd: u32) -> Option<FdTarget> {
     )
     .ok()?;
     match classify_link(&link.to_string_lossy()) {
-        FdTarget::Pipe { inode, .. } => Some(FdTarget::Pipe {
-            inode,
-            readers: pipe_readers_in(proc_root, inode),
-        }),
+        FdTarget::Pipe { inode, .. } => {
+            let readers = pipe_readers_in(proc_root, inode);
+            let reader_commands = readers
+                .iter()
+                .take(PIPE_READERS_SHOWN)
+                .map_while(|(p, _)| reader_command(proc_root, *p))
+                .collect();
+            let fill = (proc_root == Path::new("/proc"))
+                .then(|| pipe_fill(pid, fd))
+                .flatten();
+            Some(FdTarget::Pipe {
+                inode,
+                readers,
+                reader_commands,
+                fill,
+            })
+        }
         other => Some(other),
     }
 }
@@ -1122,6 +1226,8 @@ mod tests {
         t.link("50/fd/2", "pipe:[900]");
         t.file("50/fdinfo/2", b"pos:\t0\nflags:\t01\n");
         t.link("60/fd/5", "pipe:[900]");
+        t.file("60/stat", b"60 (tail) S 1 60 60 0 -1 0\n");
+        t.file("60/cmdline", b"tail\0-f\0/var/log/x\0");
         t.file("60/fdinfo/5", b"pos:\t0\nflags:\t02000000\n");
         t.link("61/fd/1", "pipe:[900]");
         t.file("61/fdinfo/1", b"flags:\t0100001\n");
@@ -1137,8 +1243,15 @@ mod tests {
             describe_fd_in(t.path(), 50, 2),
             Some(FdTarget::Pipe {
                 inode: 900,
-                readers: vec![(60, 5), (62, 9)]
+                readers: vec![(60, 5), (62, 9)],
+                // 60 is named; 62 has no stat (gone), so naming stops.
+                reader_commands: vec!["tail -f /var/log/x".into()],
+                fill: None,
             })
+        );
+        assert_eq!(
+            describe_fd_in(t.path(), 50, 2).unwrap().to_string(),
+            "pipe:[900] whose read end is held by pid 60 fd 5 (tail -f /var/log/x), pid 62 fd 9"
         );
         assert_eq!(
             describe_fd_in(t.path(), 50, 3),
@@ -1192,6 +1305,8 @@ mod tests {
             Some(FdTarget::Pipe {
                 inode: 1234,
                 readers: vec![],
+                reader_commands: vec![],
+                fill: None,
             })
         });
         assert_eq!(asked, vec![2], "epoll_wait's arg0 is not looked up");
@@ -1231,6 +1346,8 @@ mod tests {
             (fd == 1).then(|| FdTarget::Pipe {
                 inode: 5,
                 readers: vec![(10, 3), (11, 3), (12, 3), (13, 4)],
+                reader_commands: vec![],
+                fill: None,
             })
         });
         let counts: Vec<(usize, char, Option<u32>)> =
@@ -1630,7 +1747,11 @@ mod tests {
             summary.text
         );
         match describe_fd(pid, 2) {
-            Some(FdTarget::Pipe { readers, .. }) => {
+            Some(FdTarget::Pipe { readers, fill, .. }) => {
+                // The writers filled it: everything queued, nothing read.
+                let (queued, cap) = fill.expect("pipe fill measured");
+                assert!(cap >= 4096 && pipe_full(queued, cap), "{queued} of {cap}");
+                assert!(!pipe_full(0, cap) && !pipe_full(cap - 8192, cap));
                 assert!(readers.contains(&(me, rfd)), "{readers:?}");
                 assert!(
                     !readers.iter().any(|(p, _)| *p == pid),
