@@ -182,16 +182,18 @@ fn nginx_in_front_of_handlers_blocked_on_a_slow_upstream() {
         .collect();
     // (fd, local, remote) of the app's accepted sockets, and its upstream
     // connections (fd, local).
-    let accepted: Vec<(u32, String, String)> = (0..N)
-        .map(|_| parse_accepted(&slow.expect("accepted ", SECS10)))
-        .collect();
-    let ups: Vec<(u32, String)> = (0..N)
-        .map(|_| {
-            let l = slow.expect("upstream ", SECS10);
+    // (The lines interleave: each is taken in turn, whichever it is.)
+    let mut accepted: Vec<(u32, String, String)> = Vec::new();
+    let mut ups: Vec<(u32, String)> = Vec::new();
+    while accepted.len() < N || ups.len() < N {
+        let l = slow.expect("", SECS10);
+        if l.starts_with("accepted ") {
+            accepted.push(parse_accepted(&l));
+        } else if l.starts_with("upstream ") {
             assert_eq!(word(&l, 6), third_addr, "{l}");
-            (num(&l, 2), word(&l, 4))
-        })
-        .collect();
+            ups.push((num(&l, 2), word(&l, 4)));
+        }
+    }
     for h in handles {
         let (s, st) = h.join().unwrap();
         clients.push(s);
@@ -558,10 +560,18 @@ fn apache_prefork_workers_busy_on_a_slow_upstream() {
     let accepting = queued["accepting"].as_str().unwrap();
     assert!(
         accepting.contains(&format!("parent apache2[{parent}] idle: "))
-            && accepting.ends_with(&format!(
-                "{WORKERS} of {WORKERS} workers busy: each waiting in poll(2) on a connection to {up}"
-            )),
+            && accepting.contains(&format!(
+                "; {WORKERS} of {WORKERS} workers busy: each waiting in poll(2) on a connection to {up} opened "
+            ))
+            && accepting.ends_with(" ago"),
         "{accepting}"
+    );
+    // Not "the application never called accept()": its holders are busy.
+    let why = queued["evidence"].as_str().unwrap();
+    assert!(
+        why.contains("no holder of the listener accepted it in time (see accepting)")
+            && !why.contains("never called accept()"),
+        "{why}"
     );
     // The listener's holders are listed once, for the whole group.
     let listener_lines = out

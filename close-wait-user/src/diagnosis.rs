@@ -64,6 +64,10 @@ pub struct Evidence {
     pub blocked: Option<String>,
 }
 
+/// The words of an unaccepted socket's explanation that a group whose
+/// listener's holders are busy replaces.
+pub const NEVER_ACCEPTED: &str = "the application never called accept()";
+
 pub fn diagnose(e: &Evidence) -> Diagnosis {
     if e.unaccepted {
         Diagnosis::Unaccepted
@@ -83,7 +87,7 @@ pub fn explain(d: Diagnosis, e: &Evidence) -> String {
     match d {
         Diagnosis::Unaccepted => format!(
             "peer closed while the connection waited in the listener's accept queue; \
-             the application never called accept() ({} unread bytes)",
+             {NEVER_ACCEPTED} ({} unread bytes)",
             e.unread_bytes
         ),
         Diagnosis::HeldElsewhere => format!(

@@ -399,7 +399,14 @@ pub fn investigate(
             group: 0,
         });
     }
-    let groups = group(&mut stuck, table, &mut summaries, opts.budget);
+    // How long ago a traced connect()/accept() made fd `fd` of `pid`.
+    let age_ms = |pid: u32, fd: u32| {
+        origins
+            .fd_origin(pid, fd)
+            .filter(|o| o.ts_ns > 0 && o.closed_ns == 0)
+            .map(|o| known.now_ns.saturating_sub(o.ts_ns) / 1_000_000)
+    };
+    let groups = group(&mut stuck, table, &mut summaries, opts.budget, &age_ms);
     Findings {
         stuck,
         groups,
@@ -479,6 +486,7 @@ fn accepting_story(
     holders: &[Holder],
     table: &[TcpSocket],
     cache: &mut HashMap<u32, Option<threads::ThreadSummary>>,
+    age_ms: &dyn Fn(u32, u32) -> Option<u64>,
 ) -> Option<String> {
     let mut pids: Vec<(u32, String)> = holders.iter().map(|h| (h.pid, h.comm.clone())).collect();
     pids.sort_unstable();
@@ -494,17 +502,23 @@ fn accepting_story(
     let is_worker = |p: u32| ppid.get(&p).is_some_and(|pp| held.contains(pp));
     // Per holder: pid, comm, worker?, what it is busy with (None: idle),
     // its thread summary.
-    type Doing = (u32, String, bool, Option<Vec<String>>, String);
+    type Doing = (
+        u32,
+        String,
+        bool,
+        Option<Vec<(String, Option<u64>)>>,
+        String,
+    );
     let mut doing: Vec<Doing> = Vec::new();
     for (pid, comm) in &pids {
         let Some(sum) = summary_of(cache, table, *pid) else {
             continue;
         };
-        let busy: Vec<String> = sum
+        let busy: Vec<(String, Option<u64>)> = sum
             .groups
             .iter()
             .filter(|g| g.blocked_on_work(None))
-            .map(busy_text)
+            .map(|g| (busy_text(g), busy_fd(g).and_then(|fd| age_ms(*pid, fd))))
             .collect();
         doing.push((
             *pid,
@@ -522,7 +536,13 @@ fn accepting_story(
             ""
         };
         match busy {
-            Some(b) => parts.push(format!("{role}{comm}[{pid}] busy: {}", b.join("; "))),
+            Some(b) => parts.push(format!(
+                "{role}{comm}[{pid}] busy: {}",
+                b.iter()
+                    .map(|(t, age)| format!("{t}{}", opened(age.iter().copied())))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
             None => parts.push(format!("{role}{comm}[{pid}] idle: {text}")),
         }
     }
@@ -531,12 +551,15 @@ fn accepting_story(
         let busy: Vec<_> = workers.iter().filter(|d| d.3.is_some()).collect();
         let mut t = format!("{} of {} workers busy", busy.len(), workers.len());
         // What they wait in and on, same text counted once.
-        let mut seen: Vec<(String, usize)> = Vec::new();
+        let mut seen: Vec<(String, usize, Vec<u64>)> = Vec::new();
         for w in &busy {
-            for b in w.3.iter().flatten() {
-                match seen.iter_mut().find(|(s, _)| s == b) {
-                    Some(e) => e.1 += 1,
-                    None => seen.push((b.clone(), 1)),
+            for (b, age) in w.3.iter().flatten() {
+                match seen.iter_mut().find(|(s, _, _)| s == b) {
+                    Some(e) => {
+                        e.1 += 1;
+                        e.2.extend(age);
+                    }
+                    None => seen.push((b.clone(), 1, age.iter().copied().collect())),
                 }
             }
         }
@@ -546,13 +569,14 @@ fn accepting_story(
             let shown: Vec<String> = seen
                 .iter()
                 .take(3)
-                .map(|(s, n)| {
+                .map(|(s, n, ages)| {
+                    let s = format!("{s}{}", opened(ages.iter().copied()));
                     if *n == busy.len() && busy.len() > 1 {
                         format!("each {s}")
                     } else if busy.len() > 1 {
                         format!("{n} {s}")
                     } else {
-                        s.clone()
+                        s
                     }
                 })
                 .collect();
@@ -561,6 +585,37 @@ fn accepting_story(
         parts.push(t);
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// ` opened 31.0s ago`, ` opened 1.2s-3.4s ago` for several; empty for
+/// none (the connect() was not traced).
+fn opened(ages: impl Iterator<Item = u64>) -> String {
+    let ages: Vec<u64> = ages.collect();
+    match (ages.iter().min(), ages.iter().max()) {
+        (Some(&a), Some(&b))
+            if a == b || crate::report::fmt_ms(a as f64) == crate::report::fmt_ms(b as f64) =>
+        {
+            format!(" opened {} ago", crate::report::fmt_ms(b as f64))
+        }
+        (Some(&a), Some(&b)) => format!(
+            " opened {}-{} ago",
+            crate::report::fmt_ms(a as f64),
+            crate::report::fmt_ms(b as f64)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The fd of the first non-listening connection a busy group waits on.
+fn busy_fd(g: &threads::ThreadGroup) -> Option<u32> {
+    let live = |c: &threads::Connection| c.state != tcp_state::LISTEN;
+    if g.connection.as_ref().is_some_and(live) {
+        return g.fd;
+    }
+    g.waits_on
+        .iter()
+        .find(|w| w.connection.as_ref().is_some_and(live))
+        .map(|w| w.fd)
 }
 
 /// What a busy thread group waits in and on, without fd numbers or inodes
@@ -716,6 +771,7 @@ fn group(
     table: &[TcpSocket],
     summaries: &mut HashMap<u32, Option<threads::ThreadSummary>>,
     budget: &Budget,
+    age_ms: &dyn Fn(u32, u32) -> Option<u64>,
 ) -> Vec<StuckGroup> {
     let owner_pids: HashSet<u32> = stuck.iter().filter_map(|s| owner(s).map(|o| o.0)).collect();
     let pools: HashMap<u32, PoolId> = owner_pids
@@ -834,7 +890,16 @@ fn group(
                     g.evidence, l.local, l.accept_queue, l.backlog
                 );
                 if !budget.spent() {
-                    g.accepting = accepting_story(&l.holders, table, summaries);
+                    g.accepting = accepting_story(&l.holders, table, summaries, age_ms);
+                    if g.accepting
+                        .as_deref()
+                        .is_some_and(|a| a.contains(" busy: "))
+                    {
+                        g.evidence = g.evidence.replace(
+                            diagnosis::NEVER_ACCEPTED,
+                            "no holder of the listener accepted it in time (see accepting)",
+                        );
+                    }
                 }
             }
         }
