@@ -151,3 +151,74 @@ fn go_client_leak_names_its_main_frames() {
         "{block}"
     );
 }
+
+/// The same client built with -ldflags "-s -w" (no symbol table, no DWARF):
+/// its frames are still named, from the .gopclntab the Go runtime keeps.
+#[test]
+fn stripped_go_client_is_named_from_gopclntab() {
+    if !privileged("stripped_go_client_is_named_from_gopclntab") {
+        return;
+    }
+    let dir = tempdir("goleak-stripped");
+    let bin = dir.join("goleak-stripped");
+    let out = Command::new("go")
+        .args(["build", "-ldflags", "-s -w", "-o"])
+        .arg(&bin)
+        .arg(helper("goleak.go"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go (Debian's golang-go, `cargo xtask setup` installs it) is needed");
+    assert!(
+        out.status.success(),
+        "go build -ldflags '-s -w' goleak.go: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tracer = Tracer::start(&["--threshold", "1s"]);
+    let (_server, port) = server(&["--mode", "close-now", "--count", "2", "--hold", "60"]);
+    let client = Proc::spawn(
+        "goleak-stripped",
+        Command::new(&bin).args([&v4(port), "2", "60"]),
+    );
+    let mut tuples = Vec::new();
+    for _ in 0..2 {
+        let l = client.expect("connected ", SECS10);
+        let local = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("local="))
+            .unwrap()
+            .to_string();
+        tuples.push((local, v4(port)));
+    }
+    client.expect("leaked 2", SECS10);
+    settle_stuck(&tuples, THRESHOLD_MS);
+    let out = stop_ok(tracer);
+    let pid = client.pid();
+    let g = out.json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["pid"] == pid)
+        .unwrap_or_else(|| panic!("no group of the client: {}", pretty(&out.json["groups"])));
+    let stack: Vec<&str> = g["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let at = |f: &str| {
+        stack
+            .iter()
+            .position(|l| l.starts_with(&format!("{f}+")))
+            .unwrap_or_else(|| panic!("no {f} frame in {stack:#?}"))
+    };
+    let (dial, pool, main) = (at("main.dialBackend"), at("main.poolGet"), at("main.main"));
+    assert!(dial < pool && pool < main, "out of order: {stack:#?}");
+    assert!(
+        stack[dial..].iter().all(|f| !f.starts_with("0x")),
+        "raw addresses left: {stack:#?}"
+    );
+}

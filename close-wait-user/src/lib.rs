@@ -19,6 +19,7 @@ pub mod duration;
 pub mod events;
 pub mod export;
 pub mod fold;
+pub mod gopclntab;
 pub mod histograms;
 pub mod investigate;
 pub mod loader;

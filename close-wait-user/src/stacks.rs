@@ -101,6 +101,8 @@ pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
     /// Processes symbolized since the caches were last dropped.
     pids: std::collections::HashSet<u32>,
+    /// `.gopclntab` tables of stripped Go executables, by path.
+    go_tables: std::collections::HashMap<String, Option<crate::gopclntab::GoTable>>,
 }
 
 impl Default for Symbolizer {
@@ -123,6 +125,7 @@ impl Symbolizer {
         Self {
             inner: Self::build(),
             pids: Default::default(),
+            go_tables: Default::default(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Symbolizer {
         if self.pids.insert(pid) && self.pids.len() > MAX_CACHED_PIDS {
             self.inner = Self::build();
             self.pids.clear();
+            self.go_tables.clear();
             self.pids.insert(pid);
         }
     }
@@ -237,7 +241,25 @@ impl Symbolizer {
                 Symbolized::Sym(sym) if plausible(&sym) => frame_from_sym(addr, sym, None),
                 _ => {
                     let module = maps.as_deref().and_then(|m| mapping_name(m, addr));
-                    Frame::unknown(addr, module)
+                    // A stripped Go executable still has its .gopclntab.
+                    let go = module
+                        .as_deref()
+                        .filter(|m| m.starts_with('/'))
+                        .and_then(|m| {
+                            self.go_tables
+                                .entry(m.to_owned())
+                                .or_insert_with(|| crate::gopclntab::GoTable::load(m))
+                                .as_ref()?
+                                .lookup(addr.saturating_sub(1))
+                        });
+                    match go {
+                        Some((name, off)) => Frame {
+                            function: Some(name),
+                            offset: Some(off + 1),
+                            ..Frame::unknown(addr, module)
+                        },
+                        None => Frame::unknown(addr, module),
+                    }
                 }
             })
             .collect()
