@@ -454,9 +454,10 @@ fn groups_html(o: &mut String, r: &Report) {
         return;
     }
     for (gi, g) in r.groups.iter().enumerate() {
-        let who = match g.pid {
-            Some(p) => format!("{}[{p}]", g.comm),
-            None => "no process".to_owned(),
+        let who = match (&g.pool, g.pid) {
+            (Some(pool), _) => pool.text(&g.comm),
+            (None, Some(p)) => format!("{}[{p}]", g.comm),
+            (None, None) => "no process".to_owned(),
         };
         let _ = write!(
             o,
@@ -468,7 +469,25 @@ fn groups_html(o: &mut String, r: &Report) {
             escape(&fmt_ms(g.oldest_age_ms as f64)),
             report::thousands(g.unread_bytes)
         );
+        if !g.cmdline.is_empty() {
+            let _ = write!(
+                o,
+                r#"<dt>command</dt><dd class="mono">{}</dd>"#,
+                escape(&g.cmdline)
+            );
+        }
         let _ = write!(o, "<dt>why</dt><dd>{}</dd>", escape(&g.evidence));
+        if let Some(a) = &g.accepting {
+            let _ = write!(o, "<dt>accepting</dt><dd>{}</dd>", escape(a));
+        }
+        if let Some(pool) = &g.pool {
+            let list: Vec<String> = pool
+                .processes
+                .iter()
+                .map(|m| format!("{}[{}] ×{}", m.comm, m.pid, m.count))
+                .collect();
+            let _ = write!(o, "<dt>processes</dt><dd>{}</dd>", escape(&list.join(", ")));
+        }
         if let Some(t) = &g.threads {
             let _ = write!(o, "<dt>threads</dt><dd>{}", escape(&t.text));
             o.push_str("<table><tr><th>threads</th><th>state</th><th>waiting in</th><th>syscall</th><th>on</th></tr>");
@@ -756,5 +775,41 @@ mod tests {
         // Gauges come from checkpoints, which an interval log lacks.
         assert_eq!(html.matches(r#"<svg id="timeline-sockets""#).count(), 0);
         assert!(html.contains("prefers-color-scheme: dark"));
+    }
+
+    #[test]
+    fn pool_groups_show_the_pool_command_and_accepting() {
+        let mut r = crate::model::tests::sample();
+        let g = &mut r.groups[0];
+        g.cmdline = "/usr/sbin/apache2 -k <start>".into();
+        g.accepting = Some("3 of 3 workers busy".into());
+        g.pool = Some(crate::model::Pool {
+            exe: "/usr/sbin/apache2".into(),
+            parent: 1201,
+            processes: [1202, 1203]
+                .map(|pid| crate::model::PoolMember {
+                    pid,
+                    comm: "apache2".into(),
+                    count: 1,
+                    oldest_age_ms: 5,
+                    unread_bytes: 0,
+                    threads: None,
+                })
+                .to_vec(),
+        });
+        let page = Page {
+            report: Some(&r),
+            curves: Vec::new(),
+            timeline: Vec::new(),
+            sources: Vec::new(),
+        };
+        let html = render(&page);
+        assert!(
+            html.contains("2 server workers, children of 1201"),
+            "{html}"
+        );
+        assert!(html.contains("/usr/sbin/apache2 -k &lt;start&gt;"));
+        assert!(html.contains("<dt>accepting</dt><dd>3 of 3 workers busy</dd>"));
+        assert!(html.contains("apache2[1202] ×1, apache2[1203] ×1"));
     }
 }
