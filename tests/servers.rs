@@ -7,7 +7,7 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -119,6 +119,39 @@ fn assert_same_groups_offline(out: &Finished) {
     assert_eq!(headers(&offline), live, "{offline}");
 }
 
+/// A server whose master forks workers (nginx, apache2): stopped with
+/// SIGTERM, on which the master stops its workers and exits; workers still
+/// there after 5 s are killed by pid. (Killing only the master would leave
+/// its workers running.)
+struct Master(Proc);
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let pid = self.0.pid();
+        let kids = children_of(pid);
+        // SAFETY: kill has no memory preconditions; pid is our child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let gone = |p: u32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end && !kids.iter().all(|&k| gone(k)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for k in kids.into_iter().filter(|&k| !gone(k)) {
+            // SAFETY: as above; k is a worker this test's server forked.
+            unsafe { libc::kill(k as libc::pid_t, libc::SIGKILL) };
+        }
+        // Then the master (a zombie once it exited): Proc's drop reaps it.
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end && !gone(pid) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// nginx proxies to a threaded Python app whose handlers wait (poll with a
 /// timeout) on a third party that never answers; nginx gives up after 1 s
 /// and closes, leaving the app's sockets in CLOSE_WAIT while every handler
@@ -157,15 +190,16 @@ fn nginx_in_front_of_handlers_blocked_on_a_slow_upstream() {
         ),
     )
     .unwrap();
-    let proxy = Proc::spawn(
+    let proxy = Master(Proc::spawn(
         "nginx",
         Command::new(&nginx)
             .arg("-p")
             .arg(&dir)
             .arg("-c")
             .arg(&conf)
-            .stderr(Stdio::null()),
-    );
+            .stderr(Stdio::null())
+            .process_group(0),
+    ));
     wait_listening(nport, "nginx");
     let tracer = Tracer::start(&["-L", &app_port.to_string(), "--threshold", "1s"]);
     let t0 = Instant::now();
@@ -413,7 +447,7 @@ fn prefork_pool_blocked_on_a_full_stderr_pipe() {
 /// Apache prefork (Debian's apache2, its own config on a loopback port, 3
 /// workers), proxying to `upstream` with mod_proxy_http. Returns the
 /// running server (its pid is the parent's) and its port.
-fn apache(test: &str, upstream: &str, extra: &str) -> Option<(Proc, u16)> {
+fn apache(test: &str, upstream: &str, extra: &str) -> Option<(Master, u16)> {
     let bin = program("/usr/sbin/apache2", test)?;
     let dir = tempdir("apache");
     let port = free_port();
@@ -436,16 +470,19 @@ fn apache(test: &str, upstream: &str, extra: &str) -> Option<(Proc, u16)> {
         ),
     )
     .unwrap();
-    let p = Proc::spawn(
+    let p = Master(Proc::spawn(
         "apache2",
         Command::new(&bin)
             .arg("-f")
             .arg(&conf)
             .arg("-DFOREGROUND")
-            .stderr(Stdio::null()),
-    );
+            .stderr(Stdio::null())
+            // Its own process group: on SIGTERM apache2 signals its whole
+            // group, which would otherwise include this test.
+            .process_group(0),
+    ));
     // Ready when the 3 workers sleep in accept.
-    let parent = p.pid();
+    let parent = p.0.pid();
     wait_for("3 apache2 workers", SECS10, || {
         (children_of(parent).len() == 3).then_some(())
     });
@@ -491,7 +528,7 @@ fn apache_prefork_workers_busy_on_a_slow_upstream() {
     let Some((srv, port)) = apache(TEST, &up, "ProxyTimeout 30\nKeepAlive Off") else {
         return;
     };
-    let parent = srv.pid();
+    let parent = srv.0.pid();
     let workers = children_of(parent);
     let tracer = Tracer::start(&["-L", &port.to_string(), "--threshold", "1s"]);
     let t0 = Instant::now();
@@ -615,7 +652,7 @@ fn apache_prefork_workers_hold_dead_upstream_connections() {
     let Some((srv, port)) = apache(TEST, &up, "KeepAlive On\nKeepAliveTimeout 10") else {
         return;
     };
-    let parent = srv.pid();
+    let parent = srv.0.pid();
     let workers = children_of(parent);
     let tracer = Tracer::start(&["-D", &up_port.to_string(), "--threshold", "1s"]);
     // Keep-alive clients: each keeps its worker, so the next goes to another.
