@@ -26,6 +26,18 @@ use serde_json::Value;
 /// Most the kernel-measured CLOSE_WAIT time may exceed the server's planned
 /// delay: python thread wake-up and GIL on two busy cores.
 const SLACK_MS: f64 = 250.0;
+
+/// How late the python server's close may come: SLACK_MS, doubled in a
+/// guest under software emulation (`cargo xtask vm-test`), where its
+/// sleeps and thread wake-ups overshoot by more (measured: 254 ms at a
+/// 200 ms delay). The lower bound, the delay itself, never moves.
+fn slack_ms() -> f64 {
+    if emulated() {
+        2.0 * SLACK_MS
+    } else {
+        SLACK_MS
+    }
+}
 /// Relative error of a value reported by a 3-significant-digit
 /// HdrHistogram (lowest/highest equivalent value): at most 1/1024.
 const PRECISION: f64 = 0.001;
@@ -96,7 +108,7 @@ fn rank(delays: &[u64], k: usize) -> (f64, f64) {
     let mut d = delays.to_vec();
     d.sort_unstable();
     let v = d[k - 1] as f64;
-    (v, v + SLACK_MS)
+    (v, v + slack_ms())
 }
 
 /// Rank of HdrHistogram's value at quantile q among n values.
@@ -427,7 +439,7 @@ fn histograms_hold_the_known_close_delays() {
             &format!("episode {local} <- {remote}"),
             got * 1000.0,
             *d as f64,
-            *d as f64 + SLACK_MS,
+            *d as f64 + slack_ms(),
         );
     }
     assert_eq!(

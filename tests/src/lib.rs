@@ -122,6 +122,7 @@ impl Proc {
 
     /// Waits for the next line starting with `prefix` (bounded).
     pub fn expect(&self, prefix: &str, timeout: Duration) -> String {
+        let timeout = slow(timeout);
         let end = Instant::now() + timeout;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -138,6 +139,7 @@ impl Proc {
     }
 
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let timeout = slow(timeout);
         let end = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -248,11 +250,12 @@ impl Tracer {
         let dir = tempdir("tracer");
         let json = dir.join("report.json");
         let mut cmd = Command::new(bin());
-        cmd.arg("record")
-            .args(args)
-            .arg("--json")
-            .arg(&json)
-            .stderr(Stdio::piped());
+        cmd.arg("record").args(args);
+        // `cargo xtask vm-test` runs the tests once per hook path.
+        if let Some(h) = std::env::var_os("CLOSE_WAIT_HOOKS") {
+            cmd.arg("--hooks").arg(h);
+        }
+        cmd.arg("--json").arg(&json).stderr(Stdio::piped());
         let mut proc = Proc::spawn("close-wait", &mut cmd);
         let (stderr, stderr_seen) = reader(proc.child.stderr.take().unwrap());
         let t = Tracer {
@@ -267,6 +270,7 @@ impl Tracer {
     }
 
     pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> String {
+        let timeout = slow(timeout);
         let end = Instant::now() + timeout;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -343,6 +347,7 @@ pub fn one<'a>(json: &'a Value, key: &str, local: &str, remote: &str) -> &'a Val
 
 /// Polls `f` until it returns Some, at most `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let timeout = slow(timeout);
     let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -581,4 +586,22 @@ pub fn metric_names(body: &str) -> std::collections::BTreeSet<String> {
         }
     }
     names
+
+/// True in a guest under software emulation (`cargo xtask vm-test` sets
+/// CLOSE_WAIT_TIME_SCALE there).
+pub fn emulated() -> bool {
+    std::env::var("CLOSE_WAIT_TIME_SCALE").is_ok_and(|v| v.parse::<u32>().is_ok_and(|k| k > 1))
+}
+
+/// A bound on waiting, stretched by CLOSE_WAIT_TIME_SCALE (an integer, set
+/// by `cargo xtask vm-test` in guests under software emulation, where a
+/// python start or an attach takes several times longer). Only the limits
+/// of the harness's waits are stretched, never a measured duration.
+pub fn slow(d: Duration) -> Duration {
+    let k = std::env::var("CLOSE_WAIT_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * k
 }

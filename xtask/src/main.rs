@@ -6,6 +6,8 @@
 //!   cargo xtask run -- ARGS...    setup, build (release), run close-wait ARGS
 //!   cargo xtask test              setup, then every test
 //!   cargo xtask bench             setup, then the overhead/throughput figures
+//!   cargo xtask vm-test [--kernel 6.1|6.12|host|all]
+//!                                 privileged tests inside Debian's kernels (QEMU)
 
 use std::{
     path::{Path, PathBuf},
@@ -16,6 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod vm;
 
 #[derive(Parser)]
 #[command(about = "close-wait project tasks")]
@@ -41,6 +44,23 @@ enum Cmd {
     },
     /// Set up, build, and print overhead and throughput figures
     Bench,
+    /// Set up, then run a representative subset of the privileged tests
+    /// inside Debian's 6.1 and 6.12 kernels under QEMU (software emulation),
+    /// one line per kernel and hook path
+    VmTest {
+        /// 6.1, 6.12, host (this machine's kernel, no VM) or all (the three)
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Hook paths to run the tests with (close-wait --hooks), comma-separated
+        #[arg(long, default_value = "fentry,kprobe,tracepoint")]
+        hooks: String,
+        /// Use KVM (only where it is shown to boot these kernels; not here)
+        #[arg(long)]
+        kvm: bool,
+        /// Tests to run instead of the default subset: FILE::NAME, repeatable
+        #[arg(long = "test")]
+        tests: Vec<String>,
+    },
 }
 
 /// Debian packages: the eBPF toolchain (see README "Building"), gcc for the
@@ -91,6 +111,42 @@ fn main() -> Result<()> {
             setup()?;
             build_release()?;
             bench::run(&root())
+        }
+        Cmd::VmTest {
+            kernel,
+            hooks,
+            kvm,
+            tests,
+        } => {
+            setup()?;
+            let kernels = match kernel.as_str() {
+                "all" => vec!["6.1".into(), "6.12".into(), "host".into()],
+                k => k.split(',').map(str::to_string).collect(),
+            };
+            let tests = if tests.is_empty() {
+                vm::SUBSET
+                    .iter()
+                    .map(|(f, n)| (f.to_string(), n.to_string()))
+                    .collect()
+            } else {
+                tests
+                    .iter()
+                    .map(|t| match t.split_once("::") {
+                        Some((f, n)) => Ok((f.to_string(), n.to_string())),
+                        None => bail!("--test {t}: expected FILE::NAME"),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let opts = vm::VmOpts {
+                kernels,
+                hooks: hooks.split(',').map(str::to_string).collect(),
+                kvm,
+                tests,
+            };
+            if !vm::vm_test(&opts)? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }
