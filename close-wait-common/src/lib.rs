@@ -38,6 +38,9 @@ pub mod kind {
     pub const RECV_RESET: u32 = 3;
     /// tcp:tcp_destroy_sock on a socket that was tracked in CLOSE_WAIT.
     pub const DESTROY: u32 = 4;
+    /// tcp_close() (fentry or kprobe) on a socket tracked in CLOSE_WAIT or
+    /// past it: the application gave the socket up.
+    pub const CLOSE: u32 = 5;
 }
 
 /// `Event::flags` bits.

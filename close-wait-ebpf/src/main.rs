@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+mod close_hook;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,

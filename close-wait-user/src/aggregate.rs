@@ -281,6 +281,12 @@ mod tests {
                 Ending::PeerReset
             },
             closer,
+            closed_by: if closer.is_some() {
+                crate::model::ClosedBy::CloseOrShutdown
+            } else {
+                crate::model::ClosedBy::Reset
+            },
+            close_ns: None,
         }
     }
 

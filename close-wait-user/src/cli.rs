@@ -165,6 +165,12 @@ pub struct RecordArgs {
     /// Same as --stacks user+kernel
     #[arg(long, conflicts_with = "stacks")]
     pub kernel_stacks: bool,
+    /// How tcp_close() is hooked: auto (fentry where it loads, else kprobe,
+    /// else none), fentry, kprobe, or tracepoint (tracepoints only, no
+    /// tcp_close hook). Probed by loading, never by kernel version; -v says
+    /// why a path was not taken
+    #[arg(long, value_name = "PATH", value_enum, default_value = "auto")]
+    pub hooks: Hooks,
     /// List every stuck socket of a group (default: the oldest 5 and a count)
     #[arg(long)]
     pub all: bool,
@@ -174,6 +180,20 @@ pub struct RecordArgs {
     /// Permission bits of the files written (octal; default 0600, or the mode of an existing file you own)
     #[arg(long, value_name = "MODE", value_parser = validate::mode)]
     pub mode: Option<u32>,
+}
+
+/// `--hooks`: how tcp_close() is hooked (the state machine always uses the
+/// tracepoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Hooks {
+    /// fentry, else kprobe, else tracepoints only.
+    Auto,
+    /// fentry on tcp_close (fails when it does not load).
+    Fentry,
+    /// kprobe on tcp_close (fails when it does not load).
+    Kprobe,
+    /// Tracepoints only: close() and shutdown() are not told apart.
+    Tracepoint,
 }
 
 /// `--stacks`: which stacks the kernel side takes at connect()/accept().

@@ -22,6 +22,8 @@ pub enum Kind {
     SendReset,
     RecvReset,
     Destroy,
+    /// tcp_close() (fentry or kprobe): the application gave the socket up.
+    Close,
 }
 
 impl TryFrom<u32> for Kind {
@@ -32,6 +34,7 @@ impl TryFrom<u32> for Kind {
             kind::SEND_RESET => Ok(Kind::SendReset),
             kind::RECV_RESET => Ok(Kind::RecvReset),
             kind::DESTROY => Ok(Kind::Destroy),
+            kind::CLOSE => Ok(Kind::Close),
             other => Err(DecodeError::Kind(other)),
         }
     }

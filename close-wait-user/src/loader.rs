@@ -6,14 +6,19 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::{FEntry, KProbe, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use close_wait_common::{
     counter, stack_mode, FdKey, FdOrigin, NetnsOffsets, OtherOffsets, StateOffsets,
 };
 
-use crate::{btf, cli::Stacks, privileges::Caps, tpformat};
+use crate::{
+    btf,
+    cli::{Hooks, Stacks},
+    privileges::Caps,
+    tpformat,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -101,6 +106,8 @@ pub struct LoadOptions {
     pub stacks: Stacks,
     /// Bytes of the event ring buffer (a power of two, at least a page).
     pub ringbuf_bytes: u32,
+    /// How tcp_close() is hooked.
+    pub hooks: Hooks,
 }
 
 /// The tracepoints attached, as "category:name".
@@ -120,10 +127,87 @@ pub fn hook_names() -> Vec<String> {
     HOOKS.iter().map(|(_, c, n)| format!("{c}:{n}")).collect()
 }
 
+/// The kernel function whose entry tells close() from shutdown().
+pub const CLOSE_FN: &str = "tcp_close";
+
+/// Loads and attaches the tcp_close() program `--hooks` asks for; for auto,
+/// fentry, then kprobe, each tried by loading and attaching it. Returns the
+/// hook attached ("fentry:tcp_close"), or None for tracepoints only, and why
+/// each path tried was not taken. An explicit fentry or kprobe that fails is
+/// an error.
+fn attach_close_hook(
+    ebpf: &mut Ebpf,
+    hooks: Hooks,
+) -> anyhow::Result<(Option<String>, Vec<String>)> {
+    let mut why_not = Vec::new();
+    let paths: &[Hooks] = match hooks {
+        Hooks::Auto => &[Hooks::Fentry, Hooks::Kprobe],
+        Hooks::Fentry => &[Hooks::Fentry],
+        Hooks::Kprobe => &[Hooks::Kprobe],
+        Hooks::Tracepoint => {
+            why_not.push(format!(
+                "fentry/kprobe:{CLOSE_FN}: not asked for (--hooks tracepoint)"
+            ));
+            &[]
+        }
+    };
+    for &path in paths {
+        let tried = match path {
+            Hooks::Fentry => (|| -> anyhow::Result<()> {
+                let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+                let p: &mut FEntry = ebpf
+                    .program_mut("tcp_close_fentry")
+                    .context("program tcp_close_fentry missing from the eBPF object")?
+                    .try_into()?;
+                p.load(CLOSE_FN, &btf).context("loading")?;
+                p.attach().context("attaching")?;
+                Ok(())
+            })(),
+            _ => (|| -> anyhow::Result<()> {
+                let p: &mut KProbe = ebpf
+                    .program_mut("tcp_close_kprobe")
+                    .context("program tcp_close_kprobe missing from the eBPF object")?
+                    .try_into()?;
+                p.load().context("loading")?;
+                p.attach(CLOSE_FN, 0).context("attaching")?;
+                Ok(())
+            })(),
+        };
+        let name = if path == Hooks::Fentry {
+            "fentry"
+        } else {
+            "kprobe"
+        };
+        match tried {
+            Ok(()) => return Ok((Some(format!("{name}:{CLOSE_FN}")), why_not)),
+            Err(e) if hooks == Hooks::Auto => {
+                why_not.push(format!("{name}:{CLOSE_FN}: {e:#}"));
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "--hooks {name}: {name} on {CLOSE_FN} is not available on this kernel (--hooks auto falls back)"
+                )))
+            }
+        }
+    }
+    if hooks == Hooks::Auto {
+        why_not.push(
+            "tcp_close not hooked: close() and shutdown() are not told apart (closed_by close_or_shutdown)"
+                .to_string(),
+        );
+    }
+    Ok((None, why_not))
+}
+
 /// The loaded and attached programs and their maps.
 pub struct Tracer {
     /// The attached tracepoints, detached in parallel when dropped.
     links: Vec<aya::programs::trace_point::TracePointLink>,
+    /// What was attached ("category:name" tracepoints, then the tcp_close
+    /// hook, "fentry:tcp_close" or "kprobe:tcp_close").
+    pub hooks: Vec<String>,
+    /// The tcp_close() hook attached, if any.
+    pub close_hook: Option<String>,
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     fds: HashMap<MapData, FdKey, FdOrigin>,
@@ -267,8 +351,17 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
             .with_context(|| format!("attaching to tracepoint {category}:{tp}"))?;
         links.push(program.take_link(link)?);
     }
+    let (close_hook, why_not) = attach_close_hook(&mut ebpf, opts.hooks)?;
+    for w in &why_not {
+        log::info!("hooks: {w}");
+    }
+    let mut hooks = hook_names();
+    hooks.extend(close_hook.clone());
+    log::info!("hooks attached: {}", hooks.join(", "));
     let ring: RingBuf<MapData> = map(&mut ebpf, "EVENTS")?;
     let tracer = Tracer {
+        hooks,
+        close_hook,
         counters: map(&mut ebpf, "COUNTERS")?,
         fds: map(&mut ebpf, "FDS")?,
         parents: map(&mut ebpf, "PARENTS")?,

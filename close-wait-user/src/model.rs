@@ -41,6 +41,53 @@ impl Ending {
     }
 }
 
+/// What ended a CLOSE_WAIT episode, as the hooks attached could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    /// tcp_close() ran (close() of the last descriptor, or exit) before the
+    /// socket left CLOSE_WAIT.
+    Close,
+    /// It left CLOSE_WAIT for LAST_ACK without tcp_close(): shutdown(SHUT_WR),
+    /// and the descriptor stayed open.
+    Shutdown,
+    /// The peer's reset.
+    Reset,
+    /// Left for LAST_ACK with tcp_close() not hooked (tracepoints only):
+    /// close() and shutdown() look the same.
+    CloseOrShutdown,
+    /// Left for CLOSE without a reset and without tcp_close(): the kernel
+    /// itself (a timeout), or a lost event.
+    Unknown,
+}
+
+impl ClosedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClosedBy::Close => "close",
+            ClosedBy::Shutdown => "shutdown",
+            ClosedBy::Reset => "reset",
+            ClosedBy::CloseOrShutdown => "close_or_shutdown",
+            ClosedBy::Unknown => "unknown",
+        }
+    }
+}
+
+/// A socket that left CLOSE_WAIT through shutdown() and whose tcp_close()
+/// has not come past the threshold: its descriptor is still open (leaked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShutdownLeak {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: u32,
+    /// When shutdown() took it out of CLOSE_WAIT (RFC 3339).
+    pub shutdown_at: String,
+    /// How long ago, at the report.
+    pub open_since_shutdown_ms: f64,
+    /// The task that called shutdown().
+    pub shutdown_by: Task,
+}
+
 /// The call that created a socket's descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +183,13 @@ pub struct FinishedEpisode {
     pub since_attach: bool,
     /// The task that closed it (null for peer_reset: softirq context).
     pub closer: Option<Task>,
+    /// What ended it (reports of older versions: absent).
+    #[serde(default)]
+    pub closed_by: Option<ClosedBy>,
+    /// When tcp_close() ran (RFC 3339, nanoseconds), with tcp_close hooked
+    /// and the close before the exit; null otherwise.
+    #[serde(default)]
+    pub closed_at: Option<String>,
 }
 
 /// The listener of a socket that was never accepted.
@@ -287,6 +341,10 @@ pub struct Report {
     pub closed_late: Vec<ClosedLate>,
     pub histograms: Vec<HistSummary>,
     pub episodes: Vec<FinishedEpisode>,
+    /// Sockets shut down whose descriptor is still open past the threshold
+    /// (only with tcp_close hooked).
+    #[serde(default)]
+    pub leaked_after_shutdown: Vec<ShutdownLeak>,
 }
 
 impl Report {
@@ -306,6 +364,7 @@ impl Report {
             closed_late: Vec::new(),
             histograms: Vec::new(),
             episodes: Vec::new(),
+            leaked_after_shutdown: Vec::new(),
         }
     }
 }
@@ -364,6 +423,8 @@ pub(crate) mod tests {
                 tid: 43,
                 comm: "server".into(),
             }),
+            closed_by: Some(ClosedBy::Close),
+            closed_at: Some("2026-01-01T00:00:06.000000500Z".into()),
         };
         let hist = |tag: &str| HistSummary {
             tag: tag.into(),

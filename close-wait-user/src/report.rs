@@ -344,6 +344,18 @@ pub fn render(r: &Report, all: bool) -> String {
             fmt_ms(cl.max_ms)
         );
     }
+    for l in &r.leaked_after_shutdown {
+        let _ = writeln!(
+            out,
+            "\nLEAKED-AFTER-SHUTDOWN  {}[{}] shut down {} <- {} {} ago (at {}) and never closed it: the descriptor is still open",
+            l.shutdown_by.comm,
+            l.shutdown_by.pid,
+            l.local,
+            l.remote,
+            fmt_ms(l.open_since_shutdown_ms),
+            l.shutdown_at
+        );
+    }
     out
 }
 

@@ -9,6 +9,12 @@
 //! - `peer_reset`: tcp_receive_reset then CLOSE_WAIT -> CLOSE (softirq: the
 //!   task on CPU is not the owner, so no closer is recorded);
 //! - `open`: still in CLOSE_WAIT.
+//!
+//! With tcp_close() hooked (fentry or kprobe, [`Tracker::set_close_hooked`])
+//! its event comes before the exit it causes, so each episode also says
+//! what ended it ([`ClosedBy`]): close() or shutdown(SHUT_WR). A socket shut
+//! down is followed until its tcp_close() or destruction: while neither
+//! comes its descriptor is open ([`Tracker::shut_down`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,7 +26,7 @@ use close_wait_common::tcp_state::{CLOSE, CLOSE_WAIT, LAST_ACK};
 use serde::Serialize;
 
 use crate::events::{Comm, Kind, Record};
-pub use crate::model::Ending;
+pub use crate::model::{ClosedBy, Ending};
 use crate::model::{FinishedEpisode, Task};
 
 /// The task that ended an episode (process context: the closer).
@@ -77,6 +83,22 @@ pub struct Episode {
     pub ended_ns: Option<u64>,
     pub ending: Ending,
     pub closer: Option<Closer>,
+    pub closed_by: ClosedBy,
+    /// Monotonic time of tcp_close(), when hooked and before the exit.
+    pub close_ns: Option<u64>,
+}
+
+/// A socket that left CLOSE_WAIT through shutdown() (tcp_close hooked) and
+/// whose tcp_close() has not come yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutSocket {
+    pub skaddr: u64,
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub shutdown_ns: u64,
+    /// The task that called shutdown().
+    pub task: Closer,
 }
 
 impl Episode {
@@ -95,6 +117,10 @@ impl Episode {
             duration_ms: self.duration_ns().map(|d| d as f64 / 1e6),
             since_attach: self.entered_ns.is_none(),
             closer: self.closer.map(|c| c.task()),
+            closed_by: Some(self.closed_by),
+            closed_at: self.close_ns.map(|t| {
+                humantime::format_rfc3339_nanos(crate::clock::WallClock::now().wall(t)).to_string()
+            }),
         }
     }
 }
@@ -109,6 +135,8 @@ pub struct OpenSocket {
     pub remote: SocketAddr,
     pub entered_ns: u64,
     reset_received: bool,
+    /// tcp_close() seen while in CLOSE_WAIT: its time.
+    close_ns: Option<u64>,
     /// Position in the eviction queue: an entry of the queue whose sequence
     /// is not the socket's current one is stale.
     seq: u64,
@@ -169,6 +197,10 @@ pub struct Tracker {
     order: VecDeque<(u64, u64)>,
     next_seq: u64,
     max_open: usize,
+    /// tcp_close() is hooked: its absence before an exit means shutdown().
+    close_hooked: bool,
+    /// Shut down, not yet closed (bounded like `open`).
+    shut: SkMap<ShutSocket>,
     pub counters: Counters,
 }
 
@@ -180,8 +212,20 @@ impl Tracker {
             order: VecDeque::new(),
             next_seq: 0,
             max_open: max_open.max(1),
+            close_hooked: false,
+            shut: SkMap::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// Says tcp_close() events will come (fentry or kprobe attached).
+    pub fn set_close_hooked(&mut self, hooked: bool) {
+        self.close_hooked = hooked;
+    }
+
+    /// Sockets shut down whose tcp_close() has not come: descriptor open.
+    pub fn shut_down(&self) -> impl Iterator<Item = &ShutSocket> {
+        self.shut.values()
     }
 
     /// Drops the socket that entered first (its report still finds it
@@ -227,7 +271,16 @@ impl Tracker {
                 Transition::Nothing
             }
             Kind::SendReset => Transition::Nothing,
+            Kind::Close => {
+                if let Some(s) = self.open.get_mut(&r.skaddr) {
+                    s.close_ns = Some(r.ts_ns);
+                } else {
+                    self.shut.remove(&r.skaddr);
+                }
+                Transition::Nothing
+            }
             Kind::Destroy => {
+                self.shut.remove(&r.skaddr);
                 if self.remove(r.skaddr).is_some() {
                     self.counters.destroyed_while_open += 1;
                 }
@@ -256,6 +309,7 @@ impl Tracker {
                 remote,
                 entered_ns: r.ts_ns,
                 reset_received: false,
+                close_ns: None,
                 seq,
             },
         );
@@ -283,6 +337,25 @@ impl Tracker {
         } else {
             Ending::Abort
         };
+        // The kernel sends tcp_close() only for sockets its map holds
+        // (tracked): for the others its absence says nothing.
+        let hooked = self.close_hooked && r.entered_ns.is_some() && prev.is_some();
+        let close_ns = prev.as_ref().and_then(|s| s.close_ns);
+        let closed_by = if ending == Ending::PeerReset {
+            ClosedBy::Reset
+        } else if close_ns.is_some() {
+            ClosedBy::Close
+        } else if !hooked {
+            if r.newstate == LAST_ACK {
+                ClosedBy::CloseOrShutdown
+            } else {
+                ClosedBy::Close
+            }
+        } else if r.newstate == LAST_ACK {
+            ClosedBy::Shutdown
+        } else {
+            ClosedBy::Unknown
+        };
         match ending {
             Ending::Graceful => self.counters.closed_graceful += 1,
             Ending::Abort => self.counters.closed_abort += 1,
@@ -295,7 +368,7 @@ impl Tracker {
             comm: r.comm,
         });
         let fallback = || SocketAddr::from(([0, 0, 0, 0], 0));
-        Episode {
+        let ep = Episode {
             skaddr: r.skaddr,
             netns: if r.netns != 0 {
                 r.netns
@@ -314,7 +387,34 @@ impl Tracker {
             ended_ns: Some(r.ts_ns),
             ending,
             closer,
+            closed_by,
+            close_ns,
+        };
+        if let (ClosedBy::Shutdown, Some(task)) = (closed_by, closer) {
+            if self.shut.len() >= self.max_open {
+                // At the bound (rare): forget the one shut down first.
+                if let Some(k) = self
+                    .shut
+                    .values()
+                    .min_by_key(|s| s.shutdown_ns)
+                    .map(|s| s.skaddr)
+                {
+                    self.shut.remove(&k);
+                }
+            }
+            self.shut.insert(
+                ep.skaddr,
+                ShutSocket {
+                    skaddr: ep.skaddr,
+                    netns: ep.netns,
+                    local: ep.local,
+                    remote: ep.remote,
+                    shutdown_ns: r.ts_ns,
+                    task,
+                },
+            );
         }
+        ep
     }
 
     /// Sockets believed to be in CLOSE_WAIT now.
@@ -633,6 +733,103 @@ mod tests {
         // Unoptimized test build on a shared machine: a wide margin, still
         // far below the scan's 11.6 s (optimized).
         assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    }
+
+    /// An exit the kernel map knew (tracked): entered at `entered`.
+    fn tracked_exit(ts: u64, sk: u64, new: u8, pid: u32, entered: u64) -> Record {
+        Record {
+            entered_ns: Some(entered),
+            ..state(ts, sk, CLOSE_WAIT, new, pid)
+        }
+    }
+
+    #[test]
+    fn close_hook_tells_close_from_shutdown_and_follows_the_shut_socket() {
+        let mut t = Tracker::new(16);
+        t.set_close_hooked(true);
+        // close(): tcp_close() comes before the exit it causes.
+        t.on_record(&state(10, 1, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&Record {
+            pid: 2,
+            tid: 3,
+            ..other(Kind::Close, 19, 1)
+        });
+        let ep = t
+            .on_record(&tracked_exit(20, 1, LAST_ACK, 2, 10))
+            .episode()
+            .unwrap();
+        assert_eq!((ep.closed_by, ep.close_ns), (ClosedBy::Close, Some(19)));
+        assert!(ep.finished().closed_at.unwrap().ends_with('Z'));
+        // shutdown(): the exit without tcp_close(); followed until it comes.
+        t.on_record(&state(30, 2, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t
+            .on_record(&tracked_exit(40, 2, LAST_ACK, 4, 30))
+            .episode()
+            .unwrap();
+        assert_eq!((ep.closed_by, ep.close_ns), (ClosedBy::Shutdown, None));
+        assert_eq!(ep.finished().closed_at, None);
+        let shut: Vec<_> = t
+            .shut_down()
+            .map(|s| (s.skaddr, s.shutdown_ns, s.task.pid))
+            .collect();
+        assert_eq!(shut, vec![(2, 40, 4)]);
+        t.on_record(&other(Kind::Close, 90, 2));
+        assert_eq!(t.shut_down().count(), 0);
+        // A shut socket destroyed (its close event lost) is forgotten too.
+        t.on_record(&state(100, 3, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&tracked_exit(110, 3, LAST_ACK, 4, 100));
+        t.on_record(&other(Kind::Destroy, 120, 3));
+        assert_eq!(t.shut_down().count(), 0);
+        // Abort inside close(), and a peer reset.
+        t.on_record(&state(200, 4, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::Close, 210, 4));
+        let ep = t
+            .on_record(&tracked_exit(211, 4, CLOSE, 2, 200))
+            .episode()
+            .unwrap();
+        assert_eq!((ep.ending, ep.closed_by), (Ending::Abort, ClosedBy::Close));
+        t.on_record(&state(300, 5, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::RecvReset, 310, 5));
+        let ep = t
+            .on_record(&tracked_exit(311, 5, CLOSE, 0, 300))
+            .episode()
+            .unwrap();
+        assert_eq!(ep.closed_by, ClosedBy::Reset);
+        // An exit to CLOSE with neither: the kernel's doing (or a lost event).
+        t.on_record(&state(400, 6, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t
+            .on_record(&tracked_exit(410, 6, CLOSE, 0, 400))
+            .episode()
+            .unwrap();
+        assert_eq!(ep.closed_by, ClosedBy::Unknown);
+        assert_eq!(t.shut_down().count(), 0);
+    }
+
+    #[test]
+    fn without_the_close_hook_or_tracking_nothing_is_claimed() {
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 1, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t
+            .on_record(&tracked_exit(20, 1, LAST_ACK, 2, 10))
+            .episode()
+            .unwrap();
+        assert_eq!(ep.closed_by, ClosedBy::CloseOrShutdown);
+        t.on_record(&state(30, 2, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t
+            .on_record(&tracked_exit(40, 2, CLOSE, 2, 30))
+            .episode()
+            .unwrap();
+        assert_eq!(ep.closed_by, ClosedBy::Close);
+        assert_eq!(t.shut_down().count(), 0);
+        // Hooked, but a socket the kernel map did not hold (entered before
+        // attach): no tcp_close() event could come for it.
+        t.set_close_hooked(true);
+        let ep = t
+            .on_record(&state(50, 3, CLOSE_WAIT, LAST_ACK, 2))
+            .episode()
+            .unwrap();
+        assert_eq!(ep.closed_by, ClosedBy::CloseOrShutdown);
+        assert_eq!(t.shut_down().count(), 0);
     }
 
     #[test]

@@ -54,6 +54,13 @@ def handle(conn, mode, delay, hold, index):
         time.sleep(delay)
         conn.shutdown(socket.SHUT_WR)
         time.sleep(hold)
+    elif mode == "shutdown-then-close":
+        # shutdown(SHUT_WR) after EOF, then close() the descriptor later.
+        read_to_eof(conn)
+        time.sleep(delay)
+        conn.shutdown(socket.SHUT_WR)
+        time.sleep(delay)
+        conn.close()
     elif mode == "close-unread":
         wait_peer_closed(conn, hold)
         time.sleep(delay)

@@ -586,6 +586,7 @@ pub fn metric_names(body: &str) -> std::collections::BTreeSet<String> {
         }
     }
     names
+}
 
 /// True in a guest under software emulation (`cargo xtask vm-test` sets
 /// CLOSE_WAIT_TIME_SCALE there).

@@ -29,7 +29,7 @@ use crate::{
     export::{hlog::HlogWriter, outputs::Outputs, prometheus},
     investigate::{self, Known, Origins},
     loader::{self, KernelCounters, Tracer},
-    model::{Counters, Report},
+    model::{Counters, Report, ShutdownLeak},
     output::{stdout, OutputError, OutputFile},
     privileges, report, sockets,
     stacks::Symbolizer,
@@ -209,6 +209,8 @@ struct State {
     warned_slow_stdout: bool,
     last_interval_ns: u64,
     last_stuck: u64,
+    /// What was attached (the report's `hooks`).
+    hooks: Vec<String>,
 }
 
 impl State {
@@ -325,8 +327,10 @@ impl State {
             uninvestigated: found.uninvestigated,
         };
         self.last_stuck = counters.stuck;
+        let leaked_after_shutdown = self.leaked_after_shutdown(look.now_ns);
         let report = Report {
-            hooks: loader::hook_names(),
+            hooks: self.hooks.clone(),
+            leaked_after_shutdown,
             threshold_ms: self.args.threshold.as_millis() as u64,
             counters,
             stuck: found.stuck,
@@ -353,6 +357,37 @@ impl State {
             .outputs
             .checkpoint(&report, &mut self.agg.hist, start, len, last);
         (report, errors)
+    }
+
+    /// Sockets shut down whose tcp_close() has not come past the threshold,
+    /// longest first (tcp_close hooked only: the tracker follows none
+    /// otherwise).
+    fn leaked_after_shutdown(&self, now_ns: u64) -> Vec<ShutdownLeak> {
+        let threshold_ns = self.args.threshold.as_nanos() as u64;
+        let f = &self.args.filters;
+        let mut v: Vec<ShutdownLeak> = self
+            .tracker
+            .shut_down()
+            .filter(|s| now_ns.saturating_sub(s.shutdown_ns) >= threshold_ns)
+            .filter(|s| {
+                investigate::ports_kept(f, s.local, s.remote)
+                    && (f.pids.is_empty() || investigate::pid_kept(f, s.task.pid))
+            })
+            .map(|s| ShutdownLeak {
+                local: s.local,
+                remote: s.remote,
+                netns: s.netns,
+                shutdown_at: humantime::format_rfc3339_millis(self.clock.wall(s.shutdown_ns))
+                    .to_string(),
+                open_since_shutdown_ms: now_ns.saturating_sub(s.shutdown_ns) as f64 / 1e6,
+                shutdown_by: s.task.task(),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.open_since_shutdown_ms
+                .total_cmp(&a.open_since_shutdown_ms)
+        });
+        v
     }
 
     fn status_line(&self, lost: u64, evicted: u64) {
@@ -414,6 +449,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         dports: args.filters.dports.clone(),
         stacks: args.stack_mode(),
         ringbuf_bytes: args.ringbuf_bytes,
+        hooks: args.hooks,
     };
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -446,7 +482,12 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         clock: WallClock::now(),
         started,
         attach_ns,
-        tracker: Tracker::new(args.max_sockets as usize),
+        tracker: {
+            let mut t = Tracker::new(args.max_sockets as usize);
+            t.set_close_hooked(tracer.close_hook.is_some());
+            t
+        },
+        hooks: tracer.hooks.clone(),
         agg: Aggregator::new(
             args.filters.clone(),
             args.threshold.as_nanos() as u64,
