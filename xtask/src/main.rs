@@ -86,6 +86,8 @@ const APT_PACKAGES: &[&str] = &[
     // runs with its own config on a loopback port, never as a service.
     "nginx-light",
     "apache2",
+    // The deploy test parses deploy/close-wait.yaml with an independent parser.
+    "python3-yaml",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN: &str = "debian-bpf";
