@@ -1180,10 +1180,16 @@ fn an_unprivileged_snapshot_says_what_it_could_not_see() {
             && text.contains("may be held by one of them"),
         "no word that it could not look: {text}"
     );
-    // The JSON is written (nobody's own file) with the socket in it; the
-    // note is in the text only (the report schema has no notes field yet).
+    // The JSON says it too, in `notes`.
     let v = json_of(&json);
     assert!(v.to_string().contains(&local), "{}", pretty(&v));
+    assert!(
+        v["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|s| s.as_str().unwrap_or("").contains("could not look into"))),
+        "the JSON does not say it: {}",
+        pretty(&v["notes"])
+    );
 }
 
 // ------------------------------------------------------------- losses

@@ -345,6 +345,11 @@ pub struct Report {
     /// (only with tcp_close hooked).
     #[serde(default)]
     pub leaked_after_shutdown: Vec<ShutdownLeak>,
+    /// What this report could not see (processes whose descriptors could
+    /// not be read, so a socket shown without holder may have one). Absent
+    /// from files written before it existed, and when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -365,6 +370,7 @@ impl Report {
             histograms: Vec::new(),
             episodes: Vec::new(),
             leaked_after_shutdown: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }

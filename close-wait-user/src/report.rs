@@ -356,6 +356,9 @@ pub fn render(r: &Report, all: bool) -> String {
             l.shutdown_at
         );
     }
+    for n in &r.notes {
+        let _ = writeln!(out, "\nnote: {n}");
+    }
     out
 }
 

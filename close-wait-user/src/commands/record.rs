@@ -328,6 +328,7 @@ impl State {
         };
         self.last_stuck = counters.stuck;
         let leaked_after_shutdown = self.leaked_after_shutdown(look.now_ns);
+        let notes = privileges::report_notes(counters.close_wait_now);
         let report = Report {
             hooks: self.hooks.clone(),
             leaked_after_shutdown,
@@ -338,6 +339,7 @@ impl State {
             closed_late: self.agg.closed_late(),
             histograms: self.agg.hist.summaries(),
             episodes: self.agg.episodes(),
+            notes,
             ..Report::new(
                 clock::rfc3339(self.started),
                 clock::rfc3339(SystemTime::now()),
@@ -618,12 +620,6 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         stdout::say(&format!("close-wait: error: {e:#}"));
     }
     let mut text = report::render(&report, st.args.all);
-    if report.counters.close_wait_now > 0 {
-        if let Some(note) = privileges::holders_note(privileges::Caps::current(), "/proc".as_ref())
-        {
-            text.push_str(&format!("\nnote: {note}\n"));
-        }
-    }
     let dropped = st.stdout.dropped_lines();
     if dropped > 0 {
         text.push_str(&format!(

@@ -41,7 +41,9 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let mut sym = Symbolizer::new();
     let found = investigate::investigate(&table, &known, &opts, &NoOrigins, &mut sym);
     let now = clock::rfc3339(SystemTime::now());
+    let notes = privileges::report_notes(found.close_wait_now);
     let r = Report {
+        notes,
         counters: Counters {
             close_wait_now: found.close_wait_now,
             stuck: found.stuck.len() as u64,
@@ -51,13 +53,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         groups: found.groups,
         ..Report::new(now.clone(), now)
     };
-    let mut text = report::render(&r, args.all);
-    if r.counters.close_wait_now > 0 {
-        if let Some(note) = privileges::holders_note(privileges::Caps::current(), "/proc".as_ref())
-        {
-            text.push_str(&format!("\nnote: {note}\n"));
-        }
-    }
+    let text = report::render(&r, args.all);
     // The summary is printed even when the file cannot be written.
     let written = match &mut json {
         Some(out) => crate::export::json::write(out, &r),
