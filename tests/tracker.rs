@@ -261,7 +261,16 @@ fn fork_inherited_socket_is_held_by_the_child() {
         return;
     }
     let (srv, port) = server(&["--mode", "fork-hold", "--hold", "20"]);
-    let tracer = Tracer::start(&["-L", &port.to_string(), "--threshold", "200ms"]);
+    // Which process accepted it is an accept-side fact, traced only with
+    // --accept-stacks: from /proc alone the child (forked after accept(),
+    // keeping the listener) looks like a prefork worker that accepted it.
+    let tracer = Tracer::start(&[
+        "-L",
+        &port.to_string(),
+        "--threshold",
+        "200ms",
+        "--accept-stacks",
+    ]);
     let cli = client(&v4(port), &[]);
     let conn = accepted(&srv);
     // The child and the parent print in either order.
@@ -835,4 +844,71 @@ fn service_port_of_a_connected_socket_is_the_remote_port() {
         "{tags:?}"
     );
     drop(srv);
+}
+
+/// A peer pinned to CPU 0 (taskset execs it: same pid).
+fn pinned_peer(role: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        &format!("pinned peer {role} {args:?}"),
+        Command::new("taskset")
+            .args(["-c", "0", "python3"])
+            .arg(helper("peer.py"))
+            .arg(role)
+            .args(args),
+    )
+}
+
+/// Socket addresses are reused by the kernel's allocator: thousands of
+/// connect()ed sockets are made and freed on CPU 0, then sockets accepted on
+/// CPU 0 (most land at addresses just freed) go to CLOSE_WAIT. None may carry
+/// the origin of an earlier socket at its address: the origin leaves the map
+/// when its socket reaches CLOSE.
+#[test]
+fn reused_socket_addresses_never_inherit_an_origin() {
+    if !privileged("reused_socket_addresses_never_inherit_an_origin") {
+        return;
+    }
+    const CHURN: usize = 3000;
+    const HELD: usize = 20;
+    let srv = pinned_peer("server", &["--mode", "hold", "--count", &HELD.to_string()]);
+    let port: u16 = srv
+        .expect("listening ", T)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tracer = Tracer::start(&["--threshold", "200ms", "--interval", "300ms"]);
+    let churn = Proc::spawn(
+        "churn",
+        Command::new("taskset")
+            .args(["-c", "0", "python3"])
+            .arg(helper("addr_churn.py"))
+            .arg(CHURN.to_string()),
+    );
+    let done = churn.expect("churned ", Duration::from_secs(60));
+    let churner: u64 = done.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let cli = pinned_peer(
+        "client",
+        &["--connect", &v4(port), "--count", &HELD.to_string()],
+    );
+    let conns: Vec<Conn> = (0..HELD).map(|_| accepted(&srv)).collect();
+    cli.expect("done", T);
+    for c in &conns {
+        wait_close_wait(c);
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let out = tracer.stop();
+    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let j = &out.json;
+    for c in &conns {
+        let e = one(j, "stuck", &c.local, &c.remote);
+        let ctx = pretty(e);
+        assert_eq!(e["origin"], "accept", "{ctx}");
+        assert_eq!(e["origin_task"]["pid"], srv.pid(), "{ctx}");
+        assert_ne!(e["origin_task"]["pid"], churner, "a stale origin: {ctx}");
+        assert_eq!(e["stack"], serde_json::json!([]), "{ctx}");
+    }
+    // The churner's own sockets were followed through and closed.
+    assert_eq!(j["counters"]["lost_events"], 0, "{}", j["counters"]);
 }

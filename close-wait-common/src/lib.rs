@@ -92,38 +92,35 @@ pub struct Event {
 pub const EVENT_SIZE: usize = 104;
 const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
 
-/// Key of the per-(process, fd) origin map: which call created this fd.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FdKey {
-    pub tgid: u32,
-    pub fd: u32,
-}
-const _: () = assert!(size_of::<FdKey>() == 8);
-
 pub mod origin {
     pub const CONNECT: u32 = 1;
     pub const ACCEPT: u32 = 2;
 }
 
-/// How a file descriptor came to be: connect() or accept()/accept4().
+/// Where a socket came from, keyed by its kernel address in `ORIGINS`:
+/// taken as it goes CLOSE -> SYN_SENT inside connect() (the caller's
+/// context), or with `--accept-stacks` at the exit of accept()/accept4().
+/// It leaves the map when the socket reaches CLOSE, so a later socket at
+/// the same address never inherits it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FdOrigin {
+pub struct SockOrigin {
     /// Monotonic time of the call.
     pub ts_ns: u64,
-    /// Monotonic time the process called close() on this fd, 0 while open.
-    pub closed_ns: u64,
-    pub tid: u32,
+    /// tgid << 32 | tid of the caller.
+    pub pid_tgid: u64,
     /// `origin::CONNECT` or `origin::ACCEPT`.
     pub kind: u32,
-    /// Stack map id of the user stack, negative errno when none was taken.
+    /// Stack map id of the user stack, negative when none was taken.
     pub user_stack: i32,
     /// Stack map id of the kernel stack, negative when not asked for.
     pub kernel_stack: i32,
+    /// Remote port (host order) of a connect(); 0 for accept().
+    pub dport: u16,
+    pub _pad: u16,
     pub comm: [u8; 16],
 }
-const _: () = assert!(size_of::<FdOrigin>() == 48);
+const _: () = assert!(size_of::<SockOrigin>() == 48);
 
 /// Per-CPU counters (`COUNTERS` map index).
 pub mod counter {
@@ -133,7 +130,7 @@ pub mod counter {
     pub const SOCK_INSERT_FAILED: u32 = 1;
     /// New sockets inserted into the CLOSE_WAIT socket map.
     pub const SOCK_INSERTED: u32 = 2;
-    /// Insert into the fd origin map failed.
+    /// Insert into the socket origin map failed.
     pub const FD_INSERT_FAILED: u32 = 3;
     /// bpf_get_stackid failed (stack map full or collision).
     pub const STACK_FAILED: u32 = 4;
@@ -200,6 +197,23 @@ pub mod stack_mode {
     pub const USER_KERNEL: u8 = 2;
 }
 
+/// Offsets (bytes) from the running kernel's BTF to go from a file
+/// descriptor of the current task to its `struct sock` (for
+/// `--accept-stacks`): task_struct.files -> files_struct.fdt -> fdtable.fd[fd]
+/// -> file.private_data (a `struct socket`) -> socket.sk. `task_files == 0`
+/// means unknown (no BTF): accept stacks are then not available.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+}
+const _: () = assert!(size_of::<FdOffsets>() == 24);
+
 /// Offsets (bytes) to a socket's network namespace inode, from BTF:
 /// `((struct sock *)sk)->__sk_common.skc_net` is the `struct net *`, and
 /// `net->ns.inum` its inode number. `skc_net == 0` means unknown (no BTF):
@@ -216,8 +230,8 @@ const _: () = assert!(size_of::<NetnsOffsets>() == 8);
 mod pod {
     unsafe impl aya::Pod for super::NetnsOffsets {}
     unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::FdKey {}
-    unsafe impl aya::Pod for super::FdOrigin {}
+    unsafe impl aya::Pod for super::SockOrigin {}
+    unsafe impl aya::Pod for super::FdOffsets {}
     unsafe impl aya::Pod for super::StateOffsets {}
     unsafe impl aya::Pod for super::OtherOffsets {}
 }

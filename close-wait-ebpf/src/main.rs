@@ -1,7 +1,12 @@
-//! Kernel side of close-wait.
+//! Kernel side of close-wait, built around the socket (its kernel address),
+//! not the file descriptor.
 //!
 //! Every program is a classic tracepoint (kprobes and fentry are not available
-//! on every kernel close-wait runs on). Tracepoint record offsets are never
+//! on every kernel close-wait runs on). No `syscalls:*` tracepoint is attached
+//! by default (enabling any sends every syscall of every task through the
+//! slow path): the origin of a connected socket is taken where it goes
+//! CLOSE -> SYN_SENT, inside connect() in the caller's context; accept()
+//! stacks are opt-in (`--accept-stacks`). Tracepoint record offsets are never
 //! hard-coded: userspace reads them from tracefs `format` files and passes them
 //! in as globals. Every failure to record (ring buffer full, map insert failed,
 //! stack not taken) is counted in `COUNTERS`, which userspace reports.
@@ -12,16 +17,17 @@ mod close_hook;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{tracing::StackIdContext as _, TracePointContext},
+    programs::TracePointContext,
     Global,
 };
 use close_wait_common::{
-    counter, flags, kind, origin, stack_mode, tcp_state, Event, FdKey, FdOrigin, NetnsOffsets,
-    OtherOffsets, StateOffsets, AF_INET, IPPROTO_TCP,
+    counter, flags, kind, origin, stack_mode, tcp_state, Event, FdOffsets, NetnsOffsets,
+    OtherOffsets, SockOrigin, StateOffsets, AF_INET, IPPROTO_TCP,
 };
 
 #[unsafe(no_mangle)]
@@ -56,6 +62,16 @@ static NETNS_OFF: Global<NetnsOffsets> = Global::new(NetnsOffsets {
     skc_net: 0,
     net_ns_inum: 0,
 });
+/// From a file descriptor to its sock (BTF; `--accept-stacks` only).
+#[unsafe(no_mangle)]
+static FD_OFF: Global<FdOffsets> = Global::new(FdOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+});
 /// 1 when `LPORTS` holds the only local ports to keep.
 #[unsafe(no_mangle)]
 static FILTER_LPORT: Global<u8> = Global::new(0);
@@ -73,20 +89,14 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 /// its size, and an insert refused when full is counted as an eviction.
 #[map]
 static SOCKS: HashMap<u64, u64> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
-/// (tgid, fd) -> the connect()/accept() call that made it.
+/// Socket kernel address -> the connect() (or, with `--accept-stacks`, the
+/// accept()) that made it. Filled on CLOSE -> SYN_SENT, emptied when the
+/// socket reaches CLOSE: only live connections are in it, so its size is the
+/// number of connections open at once, not the connection rate. Per-CPU LRU
+/// lists (no common LRU lock under churn); sized by userspace.
 #[map]
-static FDS: LruHashMap<FdKey, FdOrigin> = LruHashMap::with_max_entries(65536, 0);
-/// Process created while tracing -> the process that forked it, so that a
-/// socket inherited by a child whose parent exited (and which was reparented)
-/// still leads to the connect()/accept() of its creator (seed 004).
-#[map]
-static PARENTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
-/// tid -> the (tgid, fd) of the connect() it is in, when kernel stacks are
-/// asked for: the kernel stack is taken where the socket leaves CLOSE for
-/// SYN_SENT (inside tcp_v4_connect / tcp_v6_connect), not at syscall entry
-/// where it would only show the syscall plumbing.
-#[map]
-static CONNECTING: LruHashMap<u32, FdKey> = LruHashMap::with_max_entries(4096, 0);
+static ORIGINS: LruHashMap<u64, SockOrigin> =
+    LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
 /// Sized by userspace to `--stacks` (one entry when none are taken).
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
@@ -118,6 +128,7 @@ const RESET_MARK_MAX_AGE_NS: u64 = 1_000_000;
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_F_NO_COMMON_LRU: u32 = 2;
 const BPF_NOEXIST: u64 = 1;
 const E2BIG: i32 = 7;
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -205,15 +216,23 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let oldstate: i32 = read(ctx, off.oldstate)?;
     let newstate: i32 = read(ctx, off.newstate)?;
-    if oldstate == tcp_state::CLOSE as i32 && newstate == tcp_state::SYN_SENT as i32 {
-        connect_kernel_stack(ctx);
-        return Ok(());
-    }
     let cw = tcp_state::CLOSE_WAIT as i32;
     if oldstate != cw && newstate != cw {
+        if newstate == tcp_state::SYN_SENT as i32 && oldstate == tcp_state::CLOSE as i32 {
+            let skaddr: u64 = read(ctx, off.skaddr)?;
+            on_connect(ctx, skaddr);
+        } else if newstate == tcp_state::CLOSE as i32 {
+            // The socket is done: its address may be reused by the next
+            // socket allocated, which must not inherit this origin.
+            let skaddr: u64 = read(ctx, off.skaddr)?;
+            forget_origin(skaddr);
+        }
         return Ok(());
     }
     let skaddr: u64 = read(ctx, off.skaddr)?;
+    if newstate == tcp_state::CLOSE as i32 {
+        forget_origin(skaddr);
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     let mut ev_flags = 0u32;
     let mut entered_ns = 0u64;
@@ -359,133 +378,129 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// In connect(), as the socket goes CLOSE -> SYN_SENT: the kernel stack of
-/// the connect path, for the fd that sys_enter_connect noted.
 #[inline(always)]
-fn connect_kernel_stack(ctx: &TracePointContext) {
-    if STACK_MODE.load() != stack_mode::USER_KERNEL {
-        return;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(key) = (unsafe { CONNECTING.get(&tid) }).copied() else {
-        return;
-    };
-    let _ = CONNECTING.remove(&tid);
-    let id = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(e) => {
-            count(counter::STACK_FAILED);
-            e
-        }
-    };
-    if let Some(p) = FDS.get_ptr_mut(&key) {
-        unsafe { (*p).kernel_stack = id };
-    }
+fn forget_origin(skaddr: u64) {
+    let _ = ORIGINS.remove(&skaddr);
 }
 
-fn record_origin(ctx: &TracePointContext, fd: i64, how: u32) {
-    if !(0..=i32::MAX as i64).contains(&fd) {
-        return;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
+/// The stacks `--stacks` asks for, in the current task's context.
+#[inline(always)]
+fn take_stacks<C: aya_ebpf::EbpfContext>(ctx: &C) -> (i32, i32) {
     let mode = STACK_MODE.load();
-    let user_stack = if mode == stack_mode::NONE {
+    if mode == stack_mode::NONE {
+        return (NOT_TAKEN, NOT_TAKEN);
+    }
+    let take = |flags: u64| match unsafe {
+        aya_ebpf::helpers::bpf_get_stackid(
+            ctx.as_ptr(),
+            &STACKS as *const StackTrace as *mut core::ffi::c_void,
+            flags,
+        )
+    } {
+        id if id >= 0 => id as i32,
+        e => {
+            count(counter::STACK_FAILED);
+            e as i32
+        }
+    };
+    let user = take(BPF_F_USER_STACK);
+    let kernel = if mode == stack_mode::USER_KERNEL {
+        take(0)
+    } else {
         NOT_TAKEN
-    } else {
-        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
-            Ok(id) => id as i32,
-            Err(e) => {
-                count(counter::STACK_FAILED);
-                e
-            }
-        }
     };
-    let kstacks = mode == stack_mode::USER_KERNEL;
-    let kernel_stack = if kstacks && how == origin::CONNECT {
-        // Taken a moment later, in tcp_v4_connect (connect_kernel_stack).
-        let _ = CONNECTING.insert(&(pid_tgid as u32), &key_of(pid_tgid, fd), 0);
-        -1
-    } else if kstacks {
-        match ctx.get_stackid(&STACKS, 0) {
-            Ok(id) => id as i32,
-            Err(e) => {
-                count(counter::STACK_FAILED);
-                e
-            }
-        }
-    } else {
-        -1
-    };
-    let key = key_of(pid_tgid, fd);
-    let value = FdOrigin {
+    (user, kernel)
+}
+
+#[inline(always)]
+fn record_origin<C: aya_ebpf::EbpfContext>(ctx: &C, skaddr: u64, how: u32, dport: u16) {
+    let (user_stack, kernel_stack) = take_stacks(ctx);
+    let value = SockOrigin {
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        closed_ns: 0,
-        tid: pid_tgid as u32,
+        pid_tgid: bpf_get_current_pid_tgid(),
         kind: how,
         user_stack,
         kernel_stack,
+        dport,
+        _pad: 0,
         comm: comm(),
     };
-    if FDS.insert(&key, &value, 0).is_err() {
+    if ORIGINS.insert(&skaddr, &value, 0).is_err() {
         count(counter::FD_INSERT_FAILED);
     }
 }
 
+/// CLOSE -> SYN_SENT: inside connect() (tcp_v4_connect / tcp_v6_connect),
+/// in the caller's context, so the current task, its user stack and the
+/// kernel stack of the connect path are the socket's origin.
+///
+/// Further per-connect work keyed by the socket (the Python frame walk of
+/// python.rs) is called from here.
 #[inline(always)]
-fn key_of(pid_tgid: u64, fd: i64) -> FdKey {
-    FdKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: fd as u32,
+fn on_connect(ctx: &TracePointContext, skaddr: u64) {
+    // The remote port is set by now (the local one is not, yet).
+    let Ok(dport) = read::<u16>(ctx, STATE_OFF.load().dport) else {
+        return;
+    };
+    if FILTER_DPORT.load() != 0 && unsafe { DPORTS.get(&dport) }.is_none() {
+        return;
     }
+    record_origin(ctx, skaddr, origin::CONNECT, dport);
 }
 
-#[tracepoint]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    if let Ok(fd) = read::<i64>(&ctx, OTHER_OFF.load().connect_fd) {
-        record_origin(&ctx, fd, origin::CONNECT);
+/// The `struct sock *` behind the current task's descriptor `fd`, 0 when
+/// it cannot be found (BTF offsets unknown, fd out of range).
+#[inline(always)]
+fn sock_of_fd(fd: i64) -> u64 {
+    let off = FD_OFF.load();
+    if off.task_files == 0 || !(0..=i32::MAX as i64).contains(&fd) {
+        return 0;
     }
-    0
+    let rd = |addr: u64| -> u64 {
+        if addr == 0 {
+            return 0;
+        }
+        unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+    };
+    let task = unsafe { bpf_get_current_task() };
+    let files = rd(task + off.task_files as u64);
+    let fdt = rd(files + off.files_fdt as u64);
+    if fdt == 0 {
+        return 0;
+    }
+    let max =
+        unsafe { bpf_probe_read_kernel((fdt + off.fdt_max_fds as u64) as *const u32) }.unwrap_or(0);
+    if fd as u64 >= max as u64 {
+        return 0;
+    }
+    let arr = rd(fdt + off.fdt_fd as u64);
+    let file = rd(arr + fd as u64 * 8);
+    let socket = rd(file + off.file_private_data as u64);
+    rd(socket + off.socket_sk as u64)
+}
+
+/// `--accept-stacks` only: the accept() that returned `fd` is the origin of
+/// its socket (accepted sockets otherwise get theirs from the listener).
+fn accept_origin(ctx: &TracePointContext, ret_off: u32) {
+    let Ok(fd) = read::<i64>(ctx, ret_off) else {
+        return;
+    };
+    let sk = sock_of_fd(fd);
+    if sk == 0 {
+        return;
+    }
+    record_origin(ctx, sk, origin::ACCEPT, 0);
 }
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    if let Ok(ret) = read::<i64>(&ctx, OTHER_OFF.load().accept4_ret) {
-        record_origin(&ctx, ret, origin::ACCEPT);
-    }
+    accept_origin(&ctx, OTHER_OFF.load().accept4_ret);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    if let Ok(ret) = read::<i64>(&ctx, OTHER_OFF.load().accept_ret) {
-        record_origin(&ctx, ret, origin::ACCEPT);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    if let Ok(fd) = read::<u64>(&ctx, OTHER_OFF.load().close_fd) {
-        let key = FdKey {
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            fd: fd as u32,
-        };
-        if let Some(p) = FDS.get_ptr_mut(&key) {
-            unsafe { (*p).closed_ns = bpf_ktime_get_ns() };
-        }
-    }
-    0
-}
-
-/// Runs in the forking task's context: the parent is the current process.
-/// New threads fire it too (child_pid is then a thread id, never looked up
-/// as a process).
-#[tracepoint]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    if let Ok(child) = read::<i32>(&ctx, OTHER_OFF.load().fork_child_pid) {
-        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let _ = PARENTS.insert(&(child as u32), &parent, 0);
-    }
+    accept_origin(&ctx, OTHER_OFF.load().accept_ret);
     0
 }
 

@@ -171,6 +171,10 @@ pub struct RecordArgs {
     /// why a path was not taken
     #[arg(long, value_name = "PATH", value_enum, default_value = "auto")]
     pub hooks: Hooks,
+    /// Also take a stack at accept()/accept4() (attaches syscalls:
+    /// tracepoints, which slow every syscall of every task a little)
+    #[arg(long)]
+    pub accept_stacks: bool,
     /// List every stuck socket of a group (default: the oldest 5 and a count)
     #[arg(long)]
     pub all: bool,

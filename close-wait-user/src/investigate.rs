@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use close_wait_common::{origin, tcp_state, FdOrigin};
+use close_wait_common::{origin, tcp_state, SockOrigin};
 
 use crate::{
     addr,
@@ -23,13 +23,14 @@ use crate::{
     threads,
 };
 
-/// Lookups into what the kernel side recorded at connect()/accept().
+/// Lookups into what the kernel side recorded at connect() (and, with
+/// `--accept-stacks`, accept()), keyed by the socket's kernel address.
 pub trait Origins {
-    fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin>;
+    fn sock_origin(&self, skaddr: u64) -> Option<SockOrigin>;
     fn stack(&self, id: i32) -> Vec<u64>;
-    /// The process that forked `pid`, when the fork was traced: /proc's
-    /// ppid no longer names it once that parent exited.
-    fn fork_parent(&self, _pid: u32) -> Option<u32> {
+    /// Monotonic time of the newest traced connect() of process `pid` to
+    /// remote port `dport` whose socket is still open.
+    fn connect_ts(&self, _pid: u32, _dport: u16) -> Option<u64> {
         None
     }
 }
@@ -38,7 +39,7 @@ pub trait Origins {
 pub struct NoOrigins;
 
 impl Origins for NoOrigins {
-    fn fd_origin(&self, _: u32, _: u32) -> Option<FdOrigin> {
+    fn sock_origin(&self, _: u64) -> Option<SockOrigin> {
         None
     }
     fn stack(&self, _: i32) -> Vec<u64> {
@@ -58,6 +59,9 @@ pub struct Known {
     pub entered: HashMap<Tuple, u64>,
     /// Sockets already in CLOSE_WAIT when the tracer attached.
     pub preexisting: HashSet<Tuple>,
+    /// (netns, local, remote) -> the socket's kernel address, as its
+    /// CLOSE_WAIT entry event gave it: the key of its origin.
+    pub skaddr: HashMap<Tuple, u64>,
     /// Monotonic time of attach (None for a snapshot).
     pub attach_ns: Option<u64>,
     pub now_ns: u64,
@@ -126,48 +130,175 @@ fn listener_for(table: &[TcpSocket], netns: u32, local: SocketAddr) -> Option<&T
 
 struct Created {
     pid: u32,
-    origin: FdOrigin,
+    tid: u32,
+    comm: String,
+    kind: u32,
+    user_stack: i32,
+    kernel_stack: i32,
     creator_holds: bool,
+    /// No call was traced: an accepted socket's creator taken from the
+    /// listener's holders (no stack exists).
+    from_listener: bool,
 }
 
-/// Finds the accept()/connect() that created a holder's descriptor: the
-/// holder's own, or (inherited across fork) an ancestor's with the same fd.
-fn find_creator(holders: &[Holder], origins: &dyn Origins) -> Option<Created> {
-    for h in holders {
-        if let Some(o) = origins.fd_origin(h.pid, h.fd) {
-            return Some(Created {
-                pid: h.pid,
-                origin: o,
-                creator_holds: o.closed_ns == 0,
-            });
+/// Monotonic nanoseconds at which process `pid` started, from
+/// /proc/PID/stat (clock ticks since boot).
+fn process_start_ns(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    // Fields from the 3rd (state) on; starttime is the 22nd.
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(ticks.saturating_mul(1_000_000_000) / hz)
+}
+
+/// The thread of `pid` blocked in accept()/accept4() on `fd` now, if any.
+fn accepting_thread(pid: u32, fd: u32) -> Option<u32> {
+    threads::threads_of(pid)
+        .into_iter()
+        .find(|t| {
+            t.syscall.as_ref().is_some_and(|sc| {
+                (sc.name == "accept" || sc.name == "accept4") && threads::syscall_fd(sc) == Some(fd)
+            })
+        })
+        .map(|t| t.tid)
+}
+
+/// The fds `pid` watches with epoll (`tfd:` lines of its eventpoll fds'
+/// fdinfo).
+fn epoll_watched(pid: u32) -> HashSet<u32> {
+    let mut out = HashSet::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let is_epoll = std::fs::read_link(e.path())
+            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[eventpoll]");
+        if !is_epoll {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy());
+        let text = std::fs::read_to_string(info).unwrap_or_default();
+        for l in text.lines() {
+            if let Some(v) = l.strip_prefix("tfd:") {
+                if let Some(Ok(fd)) = v.split_whitespace().next().map(str::parse) {
+                    out.insert(fd);
+                }
+            }
         }
     }
+    out
+}
+
+/// Is `pid` accepting on its listener descriptor `fd` (a thread blocked in
+/// accept() on it, or the fd watched by one of its epolls)? Cached per
+/// investigation: one process may hold thousands of stuck sockets.
+#[derive(Default)]
+pub(crate) struct Acceptors {
+    watched: HashMap<u32, HashSet<u32>>,
+}
+
+impl Acceptors {
+    fn accepts(&mut self, pid: u32, fd: u32) -> bool {
+        self.watched
+            .entry(pid)
+            .or_insert_with(|| epoll_watched(pid))
+            .contains(&fd)
+            || accepting_thread(pid, fd).is_some()
+    }
+}
+
+/// The call that created a socket: the traced connect() (or accept() with
+/// `--accept-stacks`) keyed by its kernel address; for an accepted socket
+/// that entered CLOSE_WAIT while tracing and has no traced accept(), the
+/// listener's holders found now. Whether the creator still holds it is read
+/// from the holders (/proc), never from close() events:
+/// - a traced creator holds it when it is among the holders;
+/// - an accepted socket was created by a holder that accepts on the
+///   listener (blocked in accept() on it, or watching it with epoll);
+///   else, when a holder started after the socket entered CLOSE_WAIT, it
+///   was inherited across fork and the nearest ancestor holding the
+///   listener accepted it; else by a holder of the listener; else (the
+///   holders do not have the listener) by their nearest ancestor that does.
+fn find_creator(
+    traced: Option<SockOrigin>,
+    entered_ns: Option<u64>,
+    holders: &[Holder],
+    listener: Option<&[Holder]>,
+    acceptors: &mut Acceptors,
+) -> Option<Created> {
+    if let Some(o) = traced {
+        let pid = (o.pid_tgid >> 32) as u32;
+        return Some(Created {
+            pid,
+            tid: o.pid_tgid as u32,
+            comm: comm_str(&o.comm),
+            kind: o.kind,
+            user_stack: o.user_stack,
+            kernel_stack: o.kernel_stack,
+            creator_holds: holders.iter().any(|h| h.pid == pid),
+            from_listener: false,
+        });
+    }
+    let lholders = listener?;
+    // Accepted before the tracer attached: nothing was seen of it.
+    let entered_ns = entered_ns?;
+    let holds_listener = |pid: u32| lholders.iter().find(|l| l.pid == pid);
+    let made = |l: &Holder, holds: bool| Created {
+        pid: l.pid,
+        tid: accepting_thread(l.pid, l.fd).unwrap_or(l.pid),
+        comm: l.comm.clone(),
+        kind: origin::ACCEPT,
+        user_stack: -1,
+        kernel_stack: -1,
+        creator_holds: holds,
+        from_listener: true,
+    };
     for h in holders {
-        let mut pid = h.pid;
-        for _ in 0..4 {
-            // The traced fork first: a parent that exited is no longer
-            // the ppid (the child was reparented) but may be the creator.
-            let Some(ppid) = origins
-                .fork_parent(pid)
-                .or_else(|| sockets::process_info(pid).map(|i| i.ppid))
-            else {
-                break;
-            };
-            if ppid <= 1 {
-                break;
+        if let Some(l) = holds_listener(h.pid) {
+            if acceptors.accepts(l.pid, l.fd) {
+                return Some(made(l, true));
             }
-            if let Some(o) = origins.fd_origin(ppid, h.fd) {
-                let holds = o.closed_ns == 0 && holders.iter().any(|x| x.pid == ppid);
-                return Some(Created {
-                    pid: ppid,
-                    origin: o,
-                    creator_holds: holds,
-                });
+        }
+    }
+    // The nearest ancestor of `pid` that holds the listener.
+    let ancestor = |pid: u32| {
+        let mut pid = pid;
+        for _ in 0..4 {
+            let ppid = sockets::process_info(pid).map(|i| i.ppid)?;
+            if ppid <= 1 {
+                return None;
+            }
+            if let Some(l) = holds_listener(ppid) {
+                return Some(l);
             }
             pid = ppid;
         }
+        None
+    };
+    let made_by = |l: &Holder| made(l, holders.iter().any(|x| x.pid == l.pid));
+    // 20 ms: two clock ticks of /proc's start time.
+    let inherited = |pid: u32| {
+        process_start_ns(pid).is_some_and(|start| start > entered_ns.saturating_add(20_000_000))
+    };
+    // Proven inherited: started after the socket entered CLOSE_WAIT.
+    if let Some(l) = holders
+        .iter()
+        .filter(|h| inherited(h.pid))
+        .find_map(|h| ancestor(h.pid))
+    {
+        return Some(made_by(l));
     }
-    None
+    // A holder of the listener: a prefork worker looks like a child forked
+    // after accept() that kept the listener; without a traced accept() the
+    // holder is taken for the acceptor (no held-elsewhere without proof).
+    if let Some(l) = holders.iter().find_map(|h| holds_listener(h.pid)) {
+        return Some(made(l, true));
+    }
+    // Holders without the listener: it was accepted by an ancestor that has
+    // it (a fork-per-connection server whose child closed its copy).
+    holders.iter().find_map(|h| ancestor(h.pid)).map(made_by)
 }
 
 /// Established connections to the peer's address and port, plus, for a
@@ -222,9 +353,10 @@ pub fn investigate(
         .filter(|s| netns_kept(opts.filters, s.netns))
         .collect();
     let mut inodes: HashSet<u64> = cw.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+    // Every listener of a CLOSE_WAIT socket: never-accepted sockets are
+    // reported with theirs, accepted ones get their creator from it.
     let listeners: Vec<&TcpSocket> = cw
         .iter()
-        .filter(|s| s.inode == 0)
         .filter_map(|s| listener_for(table, s.netns, s.local))
         .collect();
     inodes.extend(listeners.iter().map(|l| l.inode).filter(|&i| i != 0));
@@ -240,6 +372,7 @@ pub fn investigate(
     let no_holders = Vec::new();
     // What each holder's threads do, read once per process.
     let mut summaries: HashMap<u32, Option<threads::ThreadSummary>> = HashMap::new();
+    let mut acceptors = Acceptors::default();
 
     let mut stuck = Vec::new();
     let mut open_ages_us = Vec::new();
@@ -290,12 +423,31 @@ pub fn investigate(
         if age_ms < opts.threshold.as_millis() as u64 {
             continue;
         }
-        let created = find_creator(sock_holders, origins);
+        let traced = known
+            .skaddr
+            .get(&t)
+            .or_else(|| known.skaddr.get(&(0, local, remote)))
+            .and_then(|&sk| origins.sock_origin(sk));
+        let entered_ns = known
+            .entered
+            .get(&t)
+            .or_else(|| known.entered.get(&(0, local, remote)))
+            .copied();
+        let created = find_creator(
+            traced,
+            entered_ns,
+            sock_holders,
+            local_listener
+                .filter(|_| s.inode != 0)
+                .and_then(|l| holders.get(&l.inode))
+                .map(Vec::as_slice),
+            &mut acceptors,
+        );
         // Untraced descriptors: a listener on the local port means the
         // socket was accepted; otherwise nothing is claimed.
         let origin_kind = match &created {
-            Some(c) if c.origin.kind == origin::ACCEPT => Origin::Accept,
-            Some(c) if c.origin.kind == origin::CONNECT => Origin::Connect,
+            Some(c) if c.kind == origin::ACCEPT => Origin::Accept,
+            Some(c) if c.kind == origin::CONNECT => Origin::Connect,
             _ if s.inode == 0 || local_listener.is_some() => Origin::Accept,
             _ => Origin::Unknown,
         };
@@ -316,8 +468,16 @@ pub fn investigate(
         };
         let d = diagnosis::diagnose(&evidence);
         let (stack, stack_note, kernel_stack) = match &created {
+            Some(c) if c.from_listener => (
+                Vec::new(),
+                Some(
+                    "accepted: creator from the listener's holders, no accept() stack taken (--accept-stacks takes one)"
+                        .to_string(),
+                ),
+                Vec::new(),
+            ),
             Some(c) => {
-                let addrs = origins.stack(c.origin.user_stack);
+                let addrs = origins.stack(c.user_stack);
                 // The creator may be gone (fork inheritance): its children
                 // map the same binary.
                 let sym_pid = if sockets::process_info(c.pid).is_some() {
@@ -328,10 +488,10 @@ pub fn investigate(
                 let mut frames = symbolizer.user(sym_pid, &addrs);
                 let mut note = if !opts.user_stacks {
                     Some("no stack taken (--stacks none)".to_string())
-                } else if c.origin.user_stack < 0 {
+                } else if c.user_stack < 0 {
                     Some(format!(
                         "user stack not captured (bpf_get_stackid error {})",
-                        c.origin.user_stack
+                        c.user_stack
                     ))
                 } else {
                     stacks::stack_note(&frames)
@@ -340,7 +500,7 @@ pub fn investigate(
                 stacks::drop_outside_code(&mut frames, &outside, &mut note);
                 let kframes = if opts.kernel_stacks {
                     symbolizer
-                        .kernel(&origins.stack(c.origin.kernel_stack))
+                        .kernel(&origins.stack(c.kernel_stack))
                         .iter()
                         .map(|f| f.to_string())
                         .collect()
@@ -358,7 +518,7 @@ pub fn investigate(
                 Some(if s.inode == 0 {
                     "never accepted: no accept() stack exists".to_string()
                 } else {
-                    "no stack: the descriptor was created before close-wait attached, or not by connect()/accept()".to_string()
+                    "no stack: the socket was created before close-wait attached, or not by connect()".to_string()
                 }),
                 Vec::new(),
             ),
@@ -382,8 +542,8 @@ pub fn investigate(
             origin: origin_kind,
             origin_task: created.as_ref().map(|c| Task {
                 pid: c.pid,
-                tid: c.origin.tid,
-                comm: comm_str(&c.origin.comm),
+                tid: c.tid,
+                comm: c.comm.clone(),
             }),
             stack,
             stack_note,
@@ -400,11 +560,20 @@ pub fn investigate(
         });
     }
     // How long ago a traced connect()/accept() made fd `fd` of `pid`.
+    // Matched by process and remote port: origins are keyed by socket, and
+    // the descriptor leads to the socket's remote end through its inode.
     let age_ms = |pid: u32, fd: u32| {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        let inode: u64 = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        let sock = table.iter().find(|s| s.inode == inode)?;
         origins
-            .fd_origin(pid, fd)
-            .filter(|o| o.ts_ns > 0 && o.closed_ns == 0)
-            .map(|o| known.now_ns.saturating_sub(o.ts_ns) / 1_000_000)
+            .connect_ts(pid, sock.remote.port())
+            .map(|ts| known.now_ns.saturating_sub(ts) / 1_000_000)
     };
     let groups = group(&mut stuck, table, &mut summaries, opts.budget, &age_ms);
     Findings {
@@ -1066,43 +1235,70 @@ mod tests {
         assert_ne!(stack_key(&a), stack_key(&c));
     }
 
-    /// Origins of a worker (pid 4_200_001, gone) that connected fd 5 and
-    /// forked 4_200_002 before exiting: above PID_MAX_LIMIT (4194304), so never in /proc.
-    struct ExitedWorker;
-
-    impl Origins for ExitedWorker {
-        fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin> {
-            (pid == 4_200_001 && fd == 5).then_some(FdOrigin {
-                ts_ns: 1,
-                closed_ns: 0,
-                tid: 4_200_001,
-                kind: origin::CONNECT,
-                user_stack: -1,
-                kernel_stack: -1,
-                comm: [0; 16],
-            })
-        }
-        fn stack(&self, _: i32) -> Vec<u64> {
-            Vec::new()
-        }
-        fn fork_parent(&self, pid: u32) -> Option<u32> {
-            (pid == 4_200_002).then_some(4_200_001)
+    fn holder(pid: u32, fd: u32) -> Holder {
+        Holder {
+            pid,
+            fd,
+            comm: "job".into(),
+            cmdline: String::new(),
         }
     }
 
+    /// A worker (pid 4_200_001, gone: above PID_MAX_LIMIT, so never in
+    /// /proc) connected the socket; only another process holds it now.
     #[test]
-    fn creator_that_exited_is_found_through_the_traced_fork() {
-        let child = Holder {
-            pid: 4_200_002,
-            fd: 5,
-            comm: "job".into(),
-            cmdline: String::new(),
+    fn traced_creator_that_let_go_is_named_from_the_holders() {
+        let o = SockOrigin {
+            ts_ns: 1,
+            pid_tgid: (4_200_001u64 << 32) | 4_200_003,
+            kind: origin::CONNECT,
+            user_stack: -1,
+            kernel_stack: -1,
+            dport: 80,
+            _pad: 0,
+            comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
         };
-        let c = find_creator(std::slice::from_ref(&child), &ExitedWorker).expect("creator");
-        assert_eq!(c.pid, 4_200_001);
+        let child = holder(4_200_002, 5);
+        let acc = &mut Acceptors::default();
+        let c =
+            find_creator(Some(o), None, std::slice::from_ref(&child), None, acc).expect("creator");
+        assert_eq!(
+            (c.pid, c.tid, c.comm.as_str()),
+            (4_200_001, 4_200_003, "worker")
+        );
         assert!(!c.creator_holds, "the worker holds nothing any more");
-        // Without the traced fork nothing leads back to it.
-        assert!(find_creator(&[child], &NoOrigins).is_none());
+        // The creator among the holders: it still holds it.
+        let both = [holder(4_200_001, 5), child.clone()];
+        assert!(
+            find_creator(Some(o), None, &both, None, acc)
+                .unwrap()
+                .creator_holds
+        );
+        // Nothing traced, no listener: nothing is claimed.
+        assert!(find_creator(None, Some(1), &[child], None, acc).is_none());
+    }
+
+    /// An accepted socket without a traced accept(), whose holder holds the
+    /// listener but does not accept on it (no thread in accept(), no epoll):
+    /// the holder created it (an ancestor would be named instead, had the
+    /// holder started after the socket entered CLOSE_WAIT).
+    #[test]
+    fn accepted_creator_comes_from_the_listener() {
+        let me = std::process::id();
+        let sock_holder = holder(me, 7);
+        let listener = [holder(me, 3)];
+        let acc = &mut Acceptors::default();
+        let one = std::slice::from_ref(&sock_holder);
+        let c = find_creator(None, Some(u64::MAX / 2), one, Some(&listener), acc).expect("creator");
+        assert_eq!(c.pid, me);
+        assert!(c.creator_holds && c.from_listener);
+        assert_eq!(c.kind, origin::ACCEPT);
+        // We started long after "time 1" (inherited), but no ancestor holds
+        // the listener: the holder of the listener is still named, holding.
+        let c = find_creator(None, Some(1), one, Some(&listener), acc).expect("creator");
+        assert!(c.pid == me && c.creator_holds);
+        // Accepted before attach (no entry seen): nothing is claimed.
+        assert!(find_creator(None, None, one, Some(&listener), acc).is_none());
     }
 
     fn sock(local: &str, remote: &str, state: u8) -> TcpSocket {

@@ -10,7 +10,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use close_wait_common::{
-    counter, stack_mode, FdKey, FdOrigin, NetnsOffsets, OtherOffsets, StateOffsets,
+    counter, stack_mode, FdOffsets, NetnsOffsets, OtherOffsets, SockOrigin, StateOffsets,
 };
 
 use crate::{
@@ -104,27 +104,53 @@ pub struct LoadOptions {
     pub lports: Vec<u16>,
     pub dports: Vec<u16>,
     pub stacks: Stacks,
+    /// Attach syscalls:sys_exit_accept{,4} to take accept() stacks.
+    pub accept_stacks: bool,
     /// Bytes of the event ring buffer (a power of two, at least a page).
     pub ringbuf_bytes: u32,
     /// How tcp_close() is hooked.
     pub hooks: Hooks,
 }
 
-/// The tracepoints attached, as "category:name".
-pub const HOOKS: [(&str, &str, &str); 9] = [
+/// The tracepoints always attached: (program, category, name).
+pub const HOOKS: [(&str, &str, &str); 4] = [
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("tcp_destroy_sock", "tcp", "tcp_destroy_sock"),
-    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
-    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
-    ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
 ];
 
+/// With `--accept-stacks` only: any `syscalls:*` tracepoint sends every
+/// syscall of every task through the slow path.
+pub const ACCEPT_HOOKS: [(&str, &str, &str); 2] = [
+    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+];
+
+/// What the last [`load`] attached, as "category:name".
+static ATTACHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The hooks in use ("category:name"), for the report's `hooks`.
 pub fn hook_names() -> Vec<String> {
-    HOOKS.iter().map(|(_, c, n)| format!("{c}:{n}")).collect()
+    let attached = ATTACHED.lock().map(|a| a.clone()).unwrap_or_default();
+    if attached.is_empty() {
+        HOOKS.iter().map(|(_, c, n)| format!("{c}:{n}")).collect()
+    } else {
+        attached
+    }
+}
+
+/// Offsets from a task's fd to its sock, from BTF; None when missing.
+pub fn fd_offsets() -> Result<FdOffsets, btf::BtfError> {
+    let b = btf::Btf::load()?;
+    Ok(FdOffsets {
+        task_files: b.member_offset("task_struct", &["files"])?,
+        files_fdt: b.member_offset("files_struct", &["fdt"])?,
+        fdt_max_fds: b.member_offset("fdtable", &["max_fds"])?,
+        fdt_fd: b.member_offset("fdtable", &["fd"])?,
+        file_private_data: b.member_offset("file", &["private_data"])?,
+        socket_sk: b.member_offset("socket", &["sk"])?,
+    })
 }
 
 /// The kernel function whose entry tells close() from shutdown().
@@ -210,8 +236,7 @@ pub struct Tracer {
     pub close_hook: Option<String>,
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
-    fds: HashMap<MapData, FdKey, FdOrigin>,
-    parents: HashMap<MapData, u32, u32>,
+    origins: HashMap<MapData, u64, SockOrigin>,
     stacks: StackTraceMap<MapData>,
 }
 
@@ -266,6 +291,13 @@ pub fn parse_prog_fdinfo(name: &str, text: &str) -> ProgStats {
     st
 }
 
+/// Entries of the origin map: one per connection open at once (an origin
+/// leaves when its socket reaches CLOSE), at least what `--max-sockets`
+/// may hold stuck; never below 1024 (per-CPU LRU lists share it).
+pub fn origin_map_entries(max_sockets: u32) -> u32 {
+    max_sockets.max(1024)
+}
+
 /// Entries of the stack map for a `--stacks` choice: one per distinct
 /// stack (identical stacks share one), so a few thousand cover the call
 /// sites of a service; one entry (the least the kernel takes) for none.
@@ -308,6 +340,13 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         Stacks::User => stack_mode::USER,
         Stacks::UserKernel => stack_mode::USER_KERNEL,
     };
+    let fd_off = if opts.accept_stacks {
+        fd_offsets().context(
+            "--accept-stacks needs the kernel's BTF (/sys/kernel/btf/vmlinux) to find the socket behind accept()'s descriptor",
+        )?
+    } else {
+        FdOffsets::default()
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("STATE_OFF", &pre.state, true)
         .override_global("OTHER_OFF", &pre.other, true)
@@ -315,9 +354,10 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         .override_global("FILTER_LPORT", &filter_l, true)
         .override_global("FILTER_DPORT", &filter_d, true)
         .override_global("STACK_MODE", &smode, true)
+        .override_global("FD_OFF", &fd_off, true)
         .map_max_entries("STACKS", stack_map_entries(opts.stacks))
         .map_max_entries("SOCKS", max)
-        .map_max_entries("FDS", max)
+        .map_max_entries("ORIGINS", origin_map_entries(max))
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .load(aya::include_bytes_aligned!(concat!(
             env!("OUT_DIR"),
@@ -337,8 +377,14 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
                 .with_context(|| format!("adding port {p} to the {name} filter"))?;
         }
     }
-    let mut links = Vec::with_capacity(HOOKS.len());
-    for (prog, category, tp) in HOOKS {
+    let mut links = Vec::with_capacity(HOOKS.len() + ACCEPT_HOOKS.len());
+    let mut attached = Vec::new();
+    let extra: &[(&str, &str, &str)] = if opts.accept_stacks {
+        &ACCEPT_HOOKS
+    } else {
+        &[]
+    };
+    for &(prog, category, tp) in HOOKS.iter().chain(extra) {
         let program: &mut TracePoint = ebpf
             .program_mut(prog)
             .with_context(|| format!("program {prog} missing from the eBPF object"))?
@@ -350,6 +396,10 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
             .attach(category, tp)
             .with_context(|| format!("attaching to tracepoint {category}:{tp}"))?;
         links.push(program.take_link(link)?);
+        attached.push(format!("{category}:{tp}"));
+    }
+    if let Ok(mut a) = ATTACHED.lock() {
+        *a = attached;
     }
     let (close_hook, why_not) = attach_close_hook(&mut ebpf, opts.hooks)?;
     for w in &why_not {
@@ -363,8 +413,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         hooks,
         close_hook,
         counters: map(&mut ebpf, "COUNTERS")?,
-        fds: map(&mut ebpf, "FDS")?,
-        parents: map(&mut ebpf, "PARENTS")?,
+        origins: map(&mut ebpf, "ORIGINS")?,
         stacks: map(&mut ebpf, "STACKS")?,
         links,
         _ebpf: ebpf,
@@ -434,14 +483,26 @@ impl Tracer {
             .collect()
     }
 
-    /// How (pid, fd) was created, if the tracer saw it.
-    pub fn fd_origin(&self, pid: u32, fd: u32) -> Option<FdOrigin> {
-        self.fds.get(&FdKey { tgid: pid, fd }, 0).ok()
+    /// How the socket at kernel address `skaddr` was created, if the
+    /// tracer saw it (its origin leaves the map when it reaches CLOSE).
+    pub fn sock_origin(&self, skaddr: u64) -> Option<SockOrigin> {
+        self.origins.get(&skaddr, 0).ok()
     }
 
-    /// The process that forked `pid`, if the fork happened while tracing.
-    pub fn fork_parent(&self, pid: u32) -> Option<u32> {
-        self.parents.get(&pid, 0).ok()
+    /// The newest connect() origin of `pid` to remote port `dport` (a walk
+    /// of the origin map: report time only).
+    pub fn connect_ts(&self, pid: u32, dport: u16) -> Option<u64> {
+        self.origins
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, o)| o)
+            .filter(|o| {
+                (o.pid_tgid >> 32) as u32 == pid
+                    && o.kind == close_wait_common::origin::CONNECT
+                    && o.dport == dport
+            })
+            .map(|o| o.ts_ns)
+            .max()
     }
 
     /// Instruction pointers of a stack map entry, innermost first.

@@ -51,11 +51,11 @@ const FINAL_LOOK_BOUND: Duration = Duration::from_millis(400);
 const STDOUT_PATIENCE: Duration = Duration::from_millis(300);
 
 impl Origins for Tracer {
-    fn fd_origin(&self, pid: u32, fd: u32) -> Option<close_wait_common::FdOrigin> {
-        Tracer::fd_origin(self, pid, fd)
+    fn sock_origin(&self, skaddr: u64) -> Option<close_wait_common::SockOrigin> {
+        Tracer::sock_origin(self, skaddr)
     }
-    fn fork_parent(&self, pid: u32) -> Option<u32> {
-        Tracer::fork_parent(self, pid)
+    fn connect_ts(&self, pid: u32, dport: u16) -> Option<u64> {
+        Tracer::connect_ts(self, pid, dport)
     }
     fn stack(&self, id: i32) -> Vec<u64> {
         Tracer::stack(self, id)
@@ -273,10 +273,24 @@ impl State {
                 (key, s.entered_ns)
             })
             .collect();
+        // The kernel address of each: the key of its origin.
+        let skaddr = self
+            .tracker
+            .open_sockets()
+            .map(|s| {
+                let key = (
+                    s.netns,
+                    crate::addr::normalize(s.local),
+                    crate::addr::normalize(s.remote),
+                );
+                (key, s.skaddr)
+            })
+            .collect();
         LookInput {
             tracer: tracer.clone(),
             known: Known {
                 entered,
+                skaddr,
                 preexisting: self.preexisting.clone(),
                 attach_ns: Some(self.attach_ns),
                 now_ns: clock::monotonic_ns(),
@@ -450,6 +464,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         lports: args.filters.lports.clone(),
         dports: args.filters.dports.clone(),
         stacks: args.stack_mode(),
+        accept_stacks: args.accept_stacks,
         ringbuf_bytes: args.ringbuf_bytes,
         hooks: args.hooks,
     };

@@ -27,6 +27,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let known = Known {
         entered: Default::default(),
         preexisting: HashSet::new(),
+        skaddr: Default::default(),
         attach_ns: None,
         now_ns: clock::monotonic_ns(),
     };
