@@ -190,10 +190,15 @@ fn soak_memory_stays_bounded_under_churn_and_a_leak() {
         "entered {entered}, connections made {made_total}: {}",
         pretty(c)
     );
+    // The kernel side holds every leak in CLOSE_WAIT; the report shows each
+    // as stuck, or counts it as not investigated: after SIGINT the final
+    // look is bounded (400 ms, so the run ends within a second) and says
+    // how many sockets it had no time for.
+    assert_eq!(c["close_wait_now"], leaks as u64, "{}", pretty(c));
     assert_eq!(
-        c["stuck"],
+        c["stuck"].as_u64().unwrap() + c["uninvestigated"].as_u64().unwrap(),
         leaks as u64,
-        "every leak is stuck: {}",
+        "every leak is stuck or counted as not investigated: {}",
         pretty(c)
     );
     // lost_events counts the whole host's misses (other programs' sockets
