@@ -261,31 +261,19 @@ impl State {
 
     /// A snapshot of what tracing knows, for a look at the sockets now.
     fn look_input(&mut self, tracer: &Arc<Tracer>, budget: Budget) -> LookInput {
-        let entered = self
-            .tracker
-            .open_sockets()
-            .map(|s| {
-                let key = (
-                    s.netns,
-                    crate::addr::normalize(s.local),
-                    crate::addr::normalize(s.remote),
-                );
-                (key, s.entered_ns)
-            })
-            .collect();
-        // The kernel address of each: the key of its origin.
-        let skaddr = self
-            .tracker
-            .open_sockets()
-            .map(|s| {
-                let key = (
-                    s.netns,
-                    crate::addr::normalize(s.local),
-                    crate::addr::normalize(s.remote),
-                );
-                (key, s.skaddr)
-            })
-            .collect();
+        // When each entered CLOSE_WAIT, and its kernel address (the key of
+        // its origin), in one pass over the open sockets.
+        let mut entered = std::collections::HashMap::new();
+        let mut skaddr = std::collections::HashMap::new();
+        for s in self.tracker.open_sockets() {
+            let key = (
+                s.netns,
+                crate::addr::normalize(s.local),
+                crate::addr::normalize(s.remote),
+            );
+            entered.insert(key, s.entered_ns);
+            skaddr.insert(key, s.skaddr);
+        }
         LookInput {
             tracer: tracer.clone(),
             known: Known {
