@@ -4,6 +4,6 @@ use which::which;
 fn main() {
     match which("bpf-linker") {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
-        Err(_) => println!("cargo:warning=bpf-linker not found on PATH; run ./scripts/setup.sh"),
+        Err(_) => println!("cargo:warning=bpf-linker not found on PATH; run `cargo xtask setup` (README \"Building\")"),
     }
 }

@@ -51,9 +51,10 @@ impl Origins for NoOrigins {
 /// ambiguous, two namespaces can hold the very same one.
 pub type Tuple = (u32, SocketAddr, SocketAddr);
 
-/// What tracing knows about sockets in CLOSE_WAIT.
+/// The CLOSE_WAIT entries tracing has seen: when each socket entered, which
+/// were there before attach, and each one's kernel address.
 #[derive(Debug, Default)]
-pub struct Known {
+pub struct CloseWaitEntries {
     /// (netns, local, remote) -> monotonic CLOSE_WAIT entry time. netns 0
     /// (events without BTF) matches a socket of any namespace.
     pub entered: HashMap<Tuple, u64>,
@@ -128,7 +129,7 @@ fn listener_for(table: &[TcpSocket], netns: u32, local: SocketAddr) -> Option<&T
         })
 }
 
-struct Created {
+struct Creator {
     pid: u32,
     tid: u32,
     comm: String,
@@ -227,10 +228,10 @@ fn find_creator(
     holders: &[Holder],
     listener: Option<&[Holder]>,
     acceptors: &mut Acceptors,
-) -> Option<Created> {
+) -> Option<Creator> {
     if let Some(o) = traced {
         let pid = (o.pid_tgid >> 32) as u32;
-        return Some(Created {
+        return Some(Creator {
             pid,
             tid: o.pid_tgid as u32,
             comm: comm_str(&o.comm),
@@ -245,7 +246,7 @@ fn find_creator(
     // Accepted before the tracer attached: nothing was seen of it.
     let entered_ns = entered_ns?;
     let holds_listener = |pid: u32| lholders.iter().find(|l| l.pid == pid);
-    let made = |l: &Holder, holds: bool| Created {
+    let made = |l: &Holder, holds: bool| Creator {
         pid: l.pid,
         tid: accepting_thread(l.pid, l.fd).unwrap_or(l.pid),
         comm: l.comm.clone(),
@@ -306,7 +307,7 @@ fn find_creator(
 /// that still listens is not gone (a server that closes idle keep-alive
 /// connections lives on). The caller asks only for connected sockets: an
 /// accepted socket's peer is a client's ephemeral port, which says nothing
-/// about whether the client (a proxy that timed out, seed 002) is alive.
+/// about whether the client (a proxy that timed out and moved on) is alive.
 fn live_to_peer(table: &[TcpSocket], netns: u32, origin: Origin, remote: SocketAddr) -> usize {
     table
         .iter()
@@ -341,7 +342,7 @@ fn listens_on(l: &TcpSocket, remote: SocketAddr) -> bool {
 /// LISTEN and ESTABLISHED sockets) and returns the stuck ones, grouped.
 pub fn investigate(
     table: &[TcpSocket],
-    known: &Known,
+    entries: &CloseWaitEntries,
     opts: &Options<'_>,
     origins: &dyn Origins,
     symbolizer: &mut Symbolizer,
@@ -404,34 +405,34 @@ pub fn investigate(
         }
         close_wait_now += 1;
         let estimated_ms = s.last_ack_recv_ms.map(u64::from);
-        let (age_ms, since_attach, age_estimated) = if let Some(&e) = known
+        let (age_ms, since_attach, age_estimated) = if let Some(&e) = entries
             .entered
             .get(&t)
-            .or_else(|| known.entered.get(&(0, local, remote)))
+            .or_else(|| entries.entered.get(&(0, local, remote)))
         {
-            (known.now_ns.saturating_sub(e) / 1_000_000, false, false)
-        } else if known.preexisting.contains(&t) {
-            let attached = known
+            (entries.now_ns.saturating_sub(e) / 1_000_000, false, false)
+        } else if entries.preexisting.contains(&t) {
+            let attached = entries
                 .attach_ns
-                .map(|a| known.now_ns.saturating_sub(a) / 1_000_000)
+                .map(|a| entries.now_ns.saturating_sub(a) / 1_000_000)
                 .unwrap_or(0);
             (attached.max(estimated_ms.unwrap_or(0)), true, false)
         } else {
-            (estimated_ms.unwrap_or(0), known.attach_ns.is_none(), true)
+            (estimated_ms.unwrap_or(0), entries.attach_ns.is_none(), true)
         };
         open_ages_us.push(age_ms.saturating_mul(1000));
         if age_ms < opts.threshold.as_millis() as u64 {
             continue;
         }
-        let traced = known
+        let traced = entries
             .skaddr
             .get(&t)
-            .or_else(|| known.skaddr.get(&(0, local, remote)))
+            .or_else(|| entries.skaddr.get(&(0, local, remote)))
             .and_then(|&sk| origins.sock_origin(sk));
-        let entered_ns = known
+        let entered_ns = entries
             .entered
             .get(&t)
-            .or_else(|| known.entered.get(&(0, local, remote)))
+            .or_else(|| entries.entered.get(&(0, local, remote)))
             .copied();
         let created = find_creator(
             traced,
@@ -573,7 +574,7 @@ pub fn investigate(
         let sock = table.iter().find(|s| s.inode == inode)?;
         origins
             .connect_ts(pid, sock.remote.port())
-            .map(|ts| known.now_ns.saturating_sub(ts) / 1_000_000)
+            .map(|ts| entries.now_ns.saturating_sub(ts) / 1_000_000)
     };
     let groups = group(&mut stuck, table, &mut summaries, opts.budget, &age_ms);
     Findings {

@@ -150,7 +150,7 @@ fn is_nsfs(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockets::test_support::TempDir;
+    use crate::testutil::TempDir;
 
     #[test]
     fn links() {

@@ -1,7 +1,7 @@
 //! What the threads of a process are doing right now, from
 //! /proc/PID/task/TID/{stat,wchan,syscall,stack}, and what the file
-//! descriptor they block on leads to (seed 002: ten workers asleep in
-//! `pipe_write` on stderr, whose read end someone holds and never reads).
+//! descriptor they block on leads to (workers asleep in `pipe_write` on
+//! stderr are explained by who holds the pipe's read end and never reads).
 //!
 //! Every file may be unreadable (`syscall` and `stack` need ptrace access,
 //! `stack` needs root): a thread keeps whatever could be read. Parsers are
@@ -1046,7 +1046,7 @@ pub fn waits_text(g: &ThreadGroup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockets::test_support::TempDir;
+    use crate::testutil::TempDir;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};

@@ -27,7 +27,7 @@ use crate::{
     clock::{self, WallClock},
     events::{self, Record},
     export::{hlog::HlogWriter, outputs::Outputs, prometheus},
-    investigate::{self, Known, Origins},
+    investigate::{self, CloseWaitEntries, Origins},
     loader::{self, KernelCounters, Tracer},
     model::{Counters, Report, ShutdownLeak},
     output::{stdout, OutputError, OutputFile},
@@ -98,7 +98,7 @@ fn validate(args: &mut RecordArgs) -> anyhow::Result<(Claimed, Option<SocketAddr
 /// thread of its own while the ring buffer keeps being drained.
 struct LookInput {
     tracer: Arc<Tracer>,
-    known: Known,
+    entries: CloseWaitEntries,
     filters: Filters,
     threshold: Duration,
     stacks: crate::cli::Stacks,
@@ -137,7 +137,7 @@ fn look(input: LookInput, symbolizer: &mut Symbolizer) -> Look {
         user_stacks: input.stacks != crate::cli::Stacks::None,
         budget: &input.budget,
     };
-    let found = investigate::investigate(&table, &input.known, &opts, &*input.tracer, symbolizer);
+    let found = investigate::investigate(&table, &input.entries, &opts, &*input.tracer, symbolizer);
     log::debug!("look: investigated at {} ms", started.elapsed().as_millis());
     let kernel = input.tracer.counters();
     log::debug!(
@@ -148,7 +148,7 @@ fn look(input: LookInput, symbolizer: &mut Symbolizer) -> Look {
         found,
         listening,
         kernel,
-        now_ns: input.known.now_ns,
+        now_ns: input.entries.now_ns,
         took: started.elapsed(),
     }
 }
@@ -276,7 +276,7 @@ impl State {
         }
         LookInput {
             tracer: tracer.clone(),
-            known: Known {
+            entries: CloseWaitEntries {
                 entered,
                 skaddr,
                 preexisting: self.preexisting.clone(),

@@ -6,7 +6,7 @@ use std::{collections::HashSet, process::ExitCode, time::SystemTime};
 use crate::{
     cli::SnapshotArgs,
     clock,
-    investigate::{self, Known, NoOrigins},
+    investigate::{self, CloseWaitEntries, NoOrigins},
     model::{Counters, Report},
     output::{stdout, OutputFile},
     privileges, report, sockets,
@@ -24,7 +24,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     }
     use close_wait_common::tcp_state::{CLOSE_WAIT, ESTABLISHED, LISTEN};
     let table = sockets::list_tcp(&[ESTABLISHED, CLOSE_WAIT, LISTEN])?;
-    let known = Known {
+    let entries = CloseWaitEntries {
         entered: Default::default(),
         preexisting: HashSet::new(),
         skaddr: Default::default(),
@@ -40,7 +40,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         user_stacks: true,
     };
     let mut sym = Symbolizer::new();
-    let found = investigate::investigate(&table, &known, &opts, &NoOrigins, &mut sym);
+    let found = investigate::investigate(&table, &entries, &opts, &NoOrigins, &mut sym);
     let now = clock::rfc3339(SystemTime::now());
     let notes = privileges::report_notes(found.close_wait_now);
     let r = Report {
