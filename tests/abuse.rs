@@ -964,7 +964,7 @@ fn tracefs_open_to_all() -> bool {
 }
 
 /// A directory nobody may write its outputs into.
-fn nobodys_dir(tag: &str) -> PathBuf {
+fn nobodys_dir(tag: &str) -> TempDir {
     let dir = tempdir(tag);
     sh(
         "chown",
@@ -1220,8 +1220,7 @@ fn ring_buffer_loss_points_at_ringbuf_bytes() {
     );
     cli.expect("done", Duration::from_secs(120));
     drop(srv);
-    let fin = tracer.stop();
-    assert!(fin.status.success(), "{}", fin.stderr);
+    let fin = stop_ok(tracer);
     let c = &fin.json["counters"];
     let lost = c["lost_events"].as_u64().unwrap();
     let entered = c["close_wait_entered"].as_u64().unwrap();

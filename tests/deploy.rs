@@ -247,6 +247,5 @@ fn dashboard_queries_only_metrics_the_tracer_exports() {
         missing.is_empty(),
         "the dashboard queries {missing:?}, which the tracer does not export:\n{body}"
     );
-    let fin = tracer.stop();
-    assert!(fin.status.success(), "{}", fin.stderr);
+    stop_ok(tracer);
 }

@@ -24,7 +24,7 @@ const SECS10: Duration = Duration::from_secs(10);
 fn leaky_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = tempdir("leaky").join("leaky");
+        let exe = build_dir("leaky").join("leaky");
         let out = Command::new("gcc")
             .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
             .arg(&exe)
@@ -119,8 +119,7 @@ fn leaky_scenario(tracer_args: &[&str]) -> (Finished, u32, u32, String, String) 
     );
     assert!(srv.wait(SECS10).success(), "server failed");
     settle_stuck(&[(local.clone(), remote.clone())], THRESHOLD_MS);
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let e = one(&out.json, "stuck", &local, &remote);
     assert_age(e, t0.elapsed());
     let pid = lk.pid();
@@ -296,8 +295,7 @@ fn unaccepted_names_the_listener() {
     let tuples: Vec<(String, String)> =
         remotes.iter().map(|r| (local.clone(), r.clone())).collect();
     settle_stuck(&tuples, THRESHOLD_MS);
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let spid = srv.pid() as u64;
     for r in &remotes {
         let e = one(&out.json, "stuck", &local, r);

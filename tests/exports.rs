@@ -425,8 +425,7 @@ fn histograms_hold_the_known_close_delays() {
     ]);
     let json_path = tracer.json.clone();
     let tuples = make_episodes(&srv, port, delays.len());
-    let fin = tracer.stop();
-    assert!(fin.status.success(), "close-wait failed: {}", fin.stderr);
+    let fin = stop_ok(tracer);
     let json = &fin.json;
 
     // Each episode, by its exact 4-tuple, lasted its own delay.
@@ -515,6 +514,8 @@ struct PromServer {
     _proc: Proc,
     addr: String,
     log: PathBuf,
+    /// Its config, data and log; removed after the server is killed.
+    _dir: TempDir,
 }
 
 impl PromServer {
@@ -558,6 +559,7 @@ impl PromServer {
         Some(PromServer {
             _proc: proc,
             addr,
+            _dir: dir,
             log,
         })
     }
@@ -616,7 +618,8 @@ fn prometheus_metrics_count_what_happened() {
     let delays = [20, 40, 60, 80, 600];
     let (srv, port) = delayed_server(&delays);
     let (held_srv, held_port) = server(&["--mode", "hold", "--hold", "60"]);
-    let hlog = tempdir("exports-prom").join("cw.hlog");
+    let hlog_dir = tempdir("exports-prom");
+    let hlog = hlog_dir.join("cw.hlog");
     let tracer = Tracer::start(&[
         "-L",
         &port.to_string(),
@@ -692,8 +695,7 @@ fn prometheus_metrics_count_what_happened() {
         let q = format!("close_wait_sockets{{instance=\"{metrics_addr}\"}}");
         prom.wait_value(&q, 1.0, Duration::from_secs(10));
     }
-    let fin = tracer.stop();
-    assert!(fin.status.success(), "close-wait failed: {}", fin.stderr);
+    let _fin = stop_ok(tracer);
 
     // `open` is a snapshot, not events: only the final interval carries it
     // (so summing intervals never counts a socket twice), with the held
@@ -923,10 +925,8 @@ fn report_reads_merges_and_rejects_broken_files() {
     let json_a = ta.json.clone();
     make_episodes(&srv_a, port_a, da.len());
     make_episodes(&srv_b, port_b, db.len());
-    for t in [ta, tb] {
-        let fin = t.stop();
-        assert!(fin.status.success(), "{}", fin.stderr);
-    }
+    // Kept until the end: each run's directory holds its JSON report.
+    let _finished: Vec<Finished> = [ta, tb].into_iter().map(stop_ok).collect();
 
     // Good files: per-tag percentiles.
     let rep = report(&[&hlog_a, &json_a], false);
@@ -1103,8 +1103,7 @@ fn output_paths_are_checked_and_symlinks_not_followed() {
                 .then_some(())
         });
     }
-    let fin = tracer.stop();
-    assert!(fin.status.success(), "{}", fin.stderr);
+    let _fin = stop_ok(tracer);
     assert_eq!(
         fs::read(&victim).unwrap(),
         b"precious\n",

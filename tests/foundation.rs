@@ -20,8 +20,7 @@ fn reports_close_wait_transitions_and_time() {
     srv.expect("done", Duration::from_secs(10));
     // Let the last events reach the ring buffer.
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
 
     // One line per transition, for exactly this port pair.
     let lines: Vec<&str> = out

@@ -16,7 +16,7 @@ const SECS10: Duration = Duration::from_secs(10);
 fn goleak_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = tempdir("goleak");
+        let dir = build_dir("goleak");
         let exe = dir.join("goleak");
         let out = Command::new("go")
             .args(["build", "-o"])

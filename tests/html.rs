@@ -103,7 +103,7 @@ struct Browser {
     driver: Proc,
     port: u16,
     session: String,
-    _profile: PathBuf,
+    _profile: TempDir,
 }
 
 impl Browser {

@@ -118,20 +118,6 @@ fn assert_connect_stack(e: &Value) {
     );
 }
 
-/// Kills a process this test made but does not own as a child (a forked
-/// worker or grandchild) when dropped.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: signalling processes this test made, which are alive
-            // (they sleep for --hold) or already gone.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
 /// Seed 000 (Tornado behind OpenResty): the only thread of the event loop
 /// blocks in a synchronous third-party call; the proxy's requests time out
 /// and are closed while they still wait in the accept queue, which fills
@@ -813,7 +799,7 @@ fn seed004_prefork_workers_hold_leaked_upstream_connections() {
         assert!(l.ends_with(" ready"), "{l}");
         workers.insert(num(&l, 1), num(&l, 3));
     }
-    let mut kill = KillOnDrop(workers.values().copied().collect());
+    let mut kill = KillPids(workers.values().copied().collect());
     let tracer = Tracer::start(&["-D", &up_port.to_string(), "--threshold", "1s"]);
     let t0 = Instant::now();
     let cli = seeds(

@@ -155,8 +155,7 @@ fn soak_memory_stays_bounded_under_churn_and_a_leak() {
     }
     eprintln!("close_wait_sockets at the end: {in_cw:?} (leaks {leaks})");
     let (_, body) = http_get_plain(&metrics, "/metrics").unwrap();
-    let fin = tracer.stop();
-    assert!(fin.status.success(), "close-wait failed: {}", fin.stderr);
+    let fin = stop_ok(tracer);
 
     let series: Vec<String> = samples
         .iter()

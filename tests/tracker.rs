@@ -58,17 +58,6 @@ fn ms(e: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number '{key}' in {e}"))
 }
 
-/// Kills a grandchild (a forked peer) by pid when dropped.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: signalling a process this test made, which is still alive
-        // (it sleeps for --hold) when the test ends.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
-}
-
 #[test]
 fn every_ending_reported_for_its_own_tuple() {
     if !privileged("every_ending_reported_for_its_own_tuple") {
@@ -114,9 +103,8 @@ fn every_ending_reported_for_its_own_tuple() {
         400u64.saturating_sub(hold_done.elapsed().as_millis() as u64),
     ));
     let before_stop = Instant::now();
-    let out = tracer.stop();
+    let out = stop_ok(tracer);
     let stopped = Instant::now();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
     let j = &out.json;
 
     // close() after EOF: graceful, closed by the server after its delay.
@@ -236,8 +224,7 @@ fn owner_is_the_accepting_server_not_the_peer() {
         cli.child.try_wait().unwrap().is_none(),
         "client exited early"
     );
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
 
     let s = one(&out.json, "stuck", &conn.local, &conn.remote);
     assert_eq!(
@@ -281,7 +268,7 @@ fn fork_inherited_socket_is_held_by_the_child() {
     // "child pid N holds fd F"
     let w: Vec<&str> = line.split_whitespace().collect();
     let (child, child_fd): (u32, u32) = (w[2].parse().unwrap(), w[5].parse().unwrap());
-    let _kill = KillOnDrop(child);
+    let _kill = KillPids(vec![child]);
     wait_for("the parent to close its copy", T, || {
         let seen = srv.seen.lock().unwrap();
         seen.iter().any(|l| l == "parent closed fd").then_some(())
@@ -289,8 +276,7 @@ fn fork_inherited_socket_is_held_by_the_child() {
     cli.expect("done", T);
     wait_close_wait(&conn);
     std::thread::sleep(Duration::from_millis(400));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
 
     let s = one(&out.json, "stuck", &conn.local, &conn.remote);
     assert_ne!(child, srv.pid());
@@ -333,9 +319,8 @@ fn socket_in_close_wait_before_attach_is_stuck_since_attach() {
     assert!(already >= 1, "{line}");
     std::thread::sleep(Duration::from_millis(400));
     let before_stop = Instant::now();
-    let out = tracer.stop();
+    let out = stop_ok(tracer);
     let stopped = Instant::now();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
 
     let j = &out.json;
     let s = one(j, "stuck", &conn.local, &conn.remote);
@@ -377,8 +362,7 @@ fn socket_in_close_wait_before_attach_reset_by_peer_has_no_closer() {
     cli.expect("done", T);
     wait_left_close_wait(&conn);
     std::thread::sleep(Duration::from_millis(100));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
 
     // The CLOSE_WAIT -> CLOSE ran in the client's context (loopback), and
     // the tracker never saw the entry nor the reset event: the kernel's flag
@@ -443,8 +427,7 @@ fn ipv6_loopback_is_reported_in_brackets() {
     c2.expect("done", T);
     wait_left_close_wait(&closed);
     std::thread::sleep(Duration::from_millis(400));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let j = &out.json;
 
     assert_eq!(closed.local, format!("[::1]:{p_close}"));
@@ -510,8 +493,7 @@ fn port_and_pid_filters_keep_only_their_sockets() {
     wait_left_close_wait(&a_closed);
     wait_left_close_wait(&b_closed);
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let j = &out.json;
     let e = one(j, "episodes", &a_closed.local, &a_closed.remote);
     assert_eq!(e["closer"]["pid"], sa.pid(), "{e}");
@@ -538,8 +520,7 @@ fn port_and_pid_filters_keep_only_their_sockets() {
     wait_left_close_wait(&a2_closed);
     wait_left_close_wait(&b2_closed);
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let j = &out.json;
     let e = one(j, "episodes", &b2_closed.local, &b2_closed.remote);
     assert_eq!(e["closer"]["pid"], sb.pid(), "{e}");
@@ -607,8 +588,7 @@ fn map_bound_counts_evictions_and_still_finds_every_socket() {
         "status line: {evicted} evicted"
     );
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let j = &out.json;
     let c = &j["counters"];
     let ev = c["map_evictions"].as_u64().unwrap();
@@ -675,8 +655,7 @@ fn fail_on_stuck_sets_the_exit_status() {
     cli.expect("done", T);
     wait_left_close_wait(&conn);
     std::thread::sleep(Duration::from_millis(400));
-    let out = tracer.stop();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
+    let out = stop_ok(tracer);
     assert_eq!(
         one(&out.json, "episodes", &conn.local, &conn.remote)["ending"],
         "graceful"
@@ -783,8 +762,7 @@ fn cgroup_filter_keeps_only_processes_inside() {
     wait_left_close_wait(&a_closed);
     wait_left_close_wait(&b_closed);
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let j = &out.json;
     // A, inside the cgroup: its episode (by closer) and its stuck socket
     // (by holder) are kept; B, outside, is not.
@@ -827,8 +805,7 @@ fn service_port_of_a_connected_socket_is_the_remote_port() {
     let local = local.split_whitespace().nth(2).unwrap().to_string();
     cli.expect("done", T);
     std::thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let e = one(&out.json, "episodes", &local, &v4(port));
     assert_eq!(e["ending"], "graceful", "{e}");
     assert_eq!(e["closer"]["pid"], cli.pid(), "{e}");
@@ -898,8 +875,7 @@ fn reused_socket_addresses_never_inherit_an_origin() {
         wait_close_wait(c);
     }
     std::thread::sleep(Duration::from_millis(400));
-    let out = tracer.stop();
-    assert!(out.status.success(), "close-wait failed: {}", out.stderr);
+    let out = stop_ok(tracer);
     let j = &out.json;
     for c in &conns {
         let e = one(j, "stuck", &c.local, &c.remote);

@@ -65,8 +65,47 @@ pub fn helper(name: &str) -> PathBuf {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh directory under the system temp dir.
-pub fn tempdir(tag: &str) -> PathBuf {
+/// A fresh empty directory under the system temp dir, removed (with what
+/// is in it) when dropped, pass or fail. Derefs to its path.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("cannot remove {}: {e}", self.0.display());
+            }
+        }
+    }
+}
+
+/// A fresh directory under the system temp dir (see [`TempDir`]).
+pub fn tempdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "close-wait-test-{}-{}-{}",
         tag,
@@ -75,7 +114,29 @@ pub fn tempdir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
+
+/// A directory under `target/test-helpers` for helpers a test binary builds
+/// once and shares between its tests (kept, like any build output).
+pub fn build_dir(name: &str) -> PathBuf {
+    let d = workspace().join("target/test-helpers").join(name);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     d
+}
+
+/// Kills processes a test made but does not own as children (forked
+/// workers, grandchildren) when dropped, pass or fail.
+pub struct KillPids(pub Vec<u32>);
+
+impl Drop for KillPids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: signalling processes this test made, which are alive
+            // or already gone.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
 }
 
 /// A child process whose stdout lines are read in the background. Killed
@@ -190,7 +251,7 @@ pub struct Tracer {
     pub proc: Proc,
     stderr: Receiver<String>,
     pub stderr_seen: Arc<Mutex<Vec<String>>>,
-    pub dir: PathBuf,
+    dir: TempDir,
     pub json: PathBuf,
 }
 
@@ -201,6 +262,8 @@ pub struct Finished {
     pub json: Value,
     /// The `--json` file the run wrote.
     pub json_path: PathBuf,
+    /// The run's directory, removed with this.
+    _dir: TempDir,
 }
 
 impl Finished {
@@ -318,6 +381,7 @@ impl Tracer {
             stderr,
             json,
             json_path: self.json.clone(),
+            _dir: self.dir,
         }
     }
 }
