@@ -195,12 +195,12 @@ impl ContainerCache {
                 return id.clone();
             }
         }
-        let id = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
-            .ok()
-            .and_then(|t| crate::sockets::parse_cgroup_v2(&t))
-            .and_then(|p| container_of(&p))
-            .map(|c| c.short_id().to_owned())
-            .unwrap_or_default();
+        let id =
+            crate::logged::read_to_string(&self.proc_root.join(pid.to_string()).join("cgroup"))
+                .and_then(|t| crate::sockets::parse_cgroup_v2(&t))
+                .and_then(|p| container_of(&p))
+                .map(|c| c.short_id().to_owned())
+                .unwrap_or_default();
         if self.map.len() >= MAX_CACHED_PROCESSES && !self.map.contains_key(&pid) {
             self.map.clear();
         }

@@ -48,12 +48,15 @@ impl GoTable {
     /// The `.gopclntab` of an executable (ET_EXEC: addresses are link-time
     /// addresses) at `path`; None for other files or without the section.
     pub fn load(path: &str) -> Option<GoTable> {
-        let bytes = std::fs::read(path).ok()?;
-        let file = object::File::parse(&*bytes).ok()?;
+        let bytes = crate::logged::io(std::fs::read(path), || path.to_string())?;
+        let file = crate::logged::routine(object::File::parse(&*bytes), || {
+            format!("{path}: not an object file")
+        })?;
         if file.kind() != ObjectKind::Executable || !file.is_little_endian() || !file.is_64() {
             return None;
         }
-        let data = file.section_by_name(".gopclntab")?.data().ok()?.to_vec();
+        let section = file.section_by_name(".gopclntab")?;
+        let data = crate::logged::ok(section.data(), || format!("{path}: .gopclntab"))?.to_vec();
         GoTable::parse(data)
     }
 

@@ -145,7 +145,7 @@ struct Creator {
 /// Monotonic nanoseconds at which process `pid` started, from
 /// /proc/PID/stat (clock ticks since boot).
 fn process_start_ns(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = crate::logged::read_to_string(Path::new(&format!("/proc/{pid}/stat")))?;
     let rest = &text[text.rfind(')')? + 1..];
     // Fields from the 3rd (state) on; starttime is the 22nd.
     let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
@@ -564,7 +564,7 @@ pub fn investigate(
     // Matched by process and remote port: origins are keyed by socket, and
     // the descriptor leads to the socket's remote end through its inode.
     let age_ms = |pid: u32, fd: u32| {
-        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        let link = crate::logged::read_link(Path::new(&format!("/proc/{pid}/fd/{fd}")))?;
         let inode: u64 = link
             .to_str()?
             .strip_prefix("socket:[")?
@@ -880,7 +880,9 @@ pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
 }
 
 fn local_port_range() -> Option<(u16, u16)> {
-    parse_port_range(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?)
+    parse_port_range(&crate::logged::read_to_string(Path::new(
+        "/proc/sys/net/ipv4/ip_local_port_range",
+    ))?)
 }
 
 /// Local ports from the ephemeral range that the connected sockets of a
@@ -918,8 +920,7 @@ fn pool_id(pid: u32) -> Option<PoolId> {
     if info.ppid <= 1 {
         return None;
     }
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()?
+    let exe = crate::logged::read_link(Path::new(&format!("/proc/{pid}/exe")))?
         .to_string_lossy()
         .into_owned();
     Some((exe, info.ppid, info.cmdline))

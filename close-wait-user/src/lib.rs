@@ -23,6 +23,7 @@ pub mod gopclntab;
 pub mod histograms;
 pub mod investigate;
 pub mod loader;
+pub mod logged;
 pub mod model;
 pub mod netns;
 pub mod output;

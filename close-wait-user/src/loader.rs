@@ -1,7 +1,7 @@
 //! Pre-flight checks, loading and attaching the eBPF programs, and reading
 //! the kernel-side maps. The only module besides `record` that touches aya.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::{
@@ -476,8 +476,11 @@ impl Tracer {
         self._ebpf
             .programs()
             .filter_map(|(name, p)| {
-                let fd = p.fd().ok()?.as_fd().as_raw_fd();
-                let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                let fd = crate::logged::ok(p.fd(), || format!("program {name}"))?
+                    .as_fd()
+                    .as_raw_fd();
+                let text =
+                    crate::logged::read_to_string(Path::new(&format!("/proc/self/fdinfo/{fd}")))?;
                 Some(parse_prog_fdinfo(name, &text))
             })
             .collect()
@@ -486,7 +489,14 @@ impl Tracer {
     /// How the socket at kernel address `skaddr` was created, if the
     /// tracer saw it (its origin leaves the map when it reaches CLOSE).
     pub fn sock_origin(&self, skaddr: u64) -> Option<SockOrigin> {
-        self.origins.get(&skaddr, 0).ok()
+        match self.origins.get(&skaddr, 0) {
+            Ok(o) => Some(o),
+            Err(aya::maps::MapError::KeyNotFound) => None,
+            Err(e) => {
+                log::info!("origin of socket {skaddr:#x}: {e}");
+                None
+            }
+        }
     }
 
     /// The newest connect() origin of `pid` to remote port `dport` (a walk

@@ -49,8 +49,7 @@ pub fn inode_of(path: &Path) -> Option<u32> {
 
 /// The calling thread's network namespace.
 pub fn current() -> Option<u32> {
-    fs::read_link("/proc/thread-self/ns/net")
-        .ok()
+    crate::logged::read_link(Path::new("/proc/thread-self/ns/net"))
         .and_then(|t| parse_link(&t.to_string_lossy()))
 }
 
@@ -65,11 +64,12 @@ pub fn list_in(proc_root: &Path, run_netns: &Path) -> Vec<Netns> {
     let pids = fs::read_dir(proc_root).into_iter().flatten().flatten();
     for pid in pids.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
         let path = proc_root.join(pid.to_string()).join("ns/net");
-        let Some(inode) = fs::read_link(&path)
-            .ok()
-            .and_then(|t| parse_link(&t.to_string_lossy()))
+        // Kernel thread, gone, or not ours to read: routine, said at -vv.
+        let Some(inode) =
+            crate::logged::routine(fs::read_link(&path), || path.display().to_string())
+                .and_then(|t| parse_link(&t.to_string_lossy()))
         else {
-            continue; // kernel thread, gone, or not ours to read
+            continue;
         };
         found.entry(inode).or_insert(Netns {
             inode,

@@ -812,7 +812,11 @@ pub fn process_info(pid: u32) -> Option<ProcessInfo> {
 /// [`process_info`] over a proc tree mounted at `proc_root`.
 pub fn process_info_in(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
     let pdir = proc_root.join(pid.to_string());
-    let stat = crate::threads::parse_stat(&fs::read_to_string(pdir.join("stat")).ok()?).ok()?;
+    let path = pdir.join("stat");
+    let text = crate::logged::read_to_string(&path)?;
+    let stat = crate::logged::ok(crate::threads::parse_stat(&text), || {
+        path.display().to_string()
+    })?;
     let cgroup = fs::read_to_string(pdir.join("cgroup"))
         .ok()
         .and_then(|t| parse_cgroup_v2(&t))
@@ -835,8 +839,8 @@ pub fn parse_cgroup_v2(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::TempDir;
     use super::*;
+    use crate::testutil::TempDir;
     use std::io::Read as _;
     use std::net::TcpListener;
     use std::process::{Command, Stdio};

@@ -230,7 +230,7 @@ impl Symbolizer {
         }
         // Name the mapping of the addresses blazesym could not resolve.
         let maps = if syms.iter().any(|s| !s.as_sym().is_some_and(plausible)) {
-            std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()
+            crate::logged::read_to_string(Path::new(&format!("/proc/{pid}/maps")))
         } else {
             None
         };
@@ -328,9 +328,12 @@ fn process_source(pid: u32, map_files: bool) -> Source<'static> {
 /// `len` bytes of process `pid` at `addr` (needs ptrace access: root).
 fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     use std::os::unix::fs::FileExt as _;
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let path = format!("/proc/{pid}/mem");
+    let mem = crate::logged::io(std::fs::File::open(&path), || path.clone())?;
     let mut buf = vec![0; len];
-    mem.read_exact_at(&mut buf, addr).ok()?;
+    crate::logged::io(mem.read_exact_at(&mut buf, addr), || {
+        format!("{path}: {len} bytes at {addr:#x}")
+    })?;
     Some(buf)
 }
 
@@ -485,7 +488,7 @@ pub fn outside_code(pid: u32, frames: &[Frame]) -> Vec<bool> {
     let maps = frames
         .iter()
         .any(|f| f.function.is_none())
-        .then(|| std::fs::read_to_string(format!("/proc/{pid}/maps")).ok())
+        .then(|| crate::logged::read_to_string(Path::new(&format!("/proc/{pid}/maps"))))
         .flatten();
     outside_code_in(maps.as_deref(), frames)
 }

@@ -450,7 +450,9 @@ pub fn threads_of_in(proc_root: &Path, pid: u32) -> Vec<ThreadState> {
             let tid: u32 = e.file_name().to_str()?.parse().ok()?;
             let dir = e.path();
             // No stat: the thread is gone.
-            let stat = parse_stat(&fs::read_to_string(dir.join("stat")).ok()?).ok()?;
+            let path = dir.join("stat");
+            let text = crate::logged::read_to_string(&path)?;
+            let stat = crate::logged::ok(parse_stat(&text), || path.display().to_string())?;
             let wchan = fs::read_to_string(dir.join("wchan"))
                 .map(|w| normalize_wchan(&w))
                 .unwrap_or_default();

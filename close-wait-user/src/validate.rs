@@ -62,8 +62,7 @@ pub fn interval(s: &str) -> Result<Duration, String> {
 
 /// The kernel's `pid_max` (the largest pid is one less).
 pub fn pid_max() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
+    crate::logged::read_to_string(std::path::Path::new("/proc/sys/kernel/pid_max"))
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(PID_MAX_LIMIT)
 }

@@ -20,7 +20,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(mut out) = html {
         out.replace(offline::html_page(&args.files, args.max_bytes)?.as_bytes())?;
     }
-    // A closed stdout (`| head -1`) is not an error.
-    let _ = stdout::print(&text);
+    stdout::print_report(&text);
     Ok(ExitCode::SUCCESS)
 }

@@ -60,8 +60,7 @@ pub fn run(mut args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         Some(out) => crate::export::json::write(out, &r),
         None => Ok(()),
     };
-    // A closed stdout (`| head -1`) is not an error.
-    let _ = stdout::print(&text);
+    stdout::print_report(&text);
     written?;
     Ok(ExitCode::SUCCESS)
 }

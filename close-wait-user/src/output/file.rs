@@ -225,7 +225,9 @@ impl OutputFile {
         let probe = temp_path(&self.path, "probe");
         match create_exclusive(&probe, self.mode) {
             Ok(_) => {
-                let _ = fs::remove_file(&probe);
+                if let Err(e) = fs::remove_file(&probe) {
+                    log::info!("cannot remove the probe file {}: {e}", probe.display());
+                }
                 Ok(())
             }
             Err(source) => Err(OutputError::DirNotWritable {
@@ -268,12 +270,15 @@ impl OutputFile {
             .map_err(io_err("write", &self.path))
             .and_then(|()| fs::rename(&tmp, &self.path).map_err(io_err("replace", &self.path)));
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
+            if let Err(rm) = fs::remove_file(&tmp) {
+                log::info!("cannot remove the temp file {}: {rm}", tmp.display());
+            }
             return Err(e);
         }
         // Make the rename itself durable. Failure here does not undo the write.
-        if let Ok(d) = File::open(parent_dir(&self.path)) {
-            let _ = d.sync_all();
+        let dir = parent_dir(&self.path);
+        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+            log::info!("cannot sync the directory {}: {e}", dir.display());
         }
         Ok(f)
     }

@@ -280,6 +280,19 @@ pub fn print(text: &str) -> io::Result<()> {
     out.write_all(text.as_bytes()).and_then(|()| out.flush())
 }
 
+/// Prints the report of `snapshot` or `report`. A closed stdout
+/// (`| head -1`) is not an error (said at `-vv`); any other failure is
+/// said on stderr, since the report is lost.
+pub fn print_report(text: &str) {
+    match print(text) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            log::debug!("stdout closed before the report was printed: {e}")
+        }
+        Err(e) => log::warn!("cannot print the report on stdout: {e}"),
+    }
+}
+
 /// Writes one line to stderr; a closed or broken stderr is ignored rather
 /// than a panic (`eprintln!` panics on EPIPE).
 pub fn say(line: &str) {
