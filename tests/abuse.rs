@@ -169,11 +169,6 @@ fn as_nobody(caps: &str, args: &[&str]) -> Command {
     c
 }
 
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
 fn json_of(path: &Path) -> Value {
     let text =
         fs::read_to_string(path).unwrap_or_else(|e| panic!("no JSON at {}: {e}", path.display()));
@@ -745,21 +740,7 @@ fn events_into_head_end_cleanly_with_the_json_written() {
     let started = Instant::now();
     // Connections one by one: head gets the first line, the next lines
     // meet a closed pipe.
-    let _cli = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--count",
-            "40",
-            "--mode",
-            "close-on-eof",
-            "--close-delay-ms",
-            "0",
-            "--gap-ms",
-            "50",
-        ],
-    );
+    let _cli = closing_client(port, 40, 0, &["--gap-ms", "50"]);
     let status = wait_exit(&mut sh, "the pipeline", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(50));
     eprintln!(
@@ -821,19 +802,7 @@ fn events_into_an_unread_pipe_still_checkpoint_and_obey_sigterm() {
         .unwrap();
     let err = Lines::of(tracer.stderr.take().unwrap());
     err.expect("close-wait: tracing", Duration::from_secs(60));
-    let cli = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--count",
-            &N.to_string(),
-            "--mode",
-            "close-on-eof",
-            "--close-delay-ms",
-            "0",
-        ],
-    );
+    let cli = closing_client(port, N, 0, &[]);
     cli.expect("done", Duration::from_secs(120));
     drop(srv);
     // Every episode reaches the checkpointed JSON while stdout is stuck.
@@ -1002,19 +971,7 @@ fn records_as_nobody(caps: &str) {
     let out = Lines::of(child.stdout.take().unwrap());
     let err = Lines::of(child.stderr.take().unwrap());
     err.expect("close-wait: tracing", Duration::from_secs(60));
-    let cli = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--count",
-            "3",
-            "--mode",
-            "close-on-eof",
-            "--close-delay-ms",
-            "100",
-        ],
-    );
+    let cli = closing_client(port, 3, 100, &[]);
     cli.expect("done", Duration::from_secs(20));
     let status = wait_exit(&mut child, "record as nobody", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(50));
@@ -1205,19 +1162,7 @@ fn ring_buffer_loss_points_at_ringbuf_bytes() {
     const N: usize = 1500;
     let (srv, port) = server(&["--mode", "close-now", "--count", &N.to_string()]);
     let tracer = Tracer::start(&["-D", &port.to_string(), "--ringbuf-bytes", "4K"]);
-    let cli = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--count",
-            &N.to_string(),
-            "--mode",
-            "close-on-eof",
-            "--close-delay-ms",
-            "0",
-        ],
-    );
+    let cli = closing_client(port, N, 0, &[]);
     cli.expect("done", Duration::from_secs(120));
     drop(srv);
     let fin = stop_ok(tracer);

@@ -12,8 +12,6 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
     os::unix::fs::symlink,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -279,9 +277,31 @@ fn stderr_one_line(out: &Output) -> String {
     err
 }
 
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, sig) };
+/// A tracer on `port` writing `cw.hlog` and `cw.hgrm` into a temp dir of
+/// its own (returned first) every `interval`.
+fn tracer_with_files(tag: &str, port: u16, interval: &str) -> (TempDir, PathBuf, PathBuf, Tracer) {
+    let out = tempdir(tag);
+    let hlog = out.join("cw.hlog");
+    let hgrm = out.join("cw.hgrm");
+    let tracer = Tracer::start(&[
+        "-L",
+        &port.to_string(),
+        "--hlog",
+        hlog.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+        "--interval",
+        interval,
+    ]);
+    (out, hlog, hgrm, tracer)
+}
+
+/// The JSON report at `path` (`what` says where it should come from).
+fn json_on_disk(path: &Path, what: &str) -> Value {
+    let text = fs::read_to_string(path).expect(what);
+    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(json["schema"], "close-wait.report.v1");
+    json
 }
 
 /// Checks an .hgrm file: the standard header, rows, and the footer's count.
@@ -328,61 +348,6 @@ fn check_hgrm(path: &Path, count: usize, max_bounds_ms: (f64, f64)) {
     assert_eq!(last[1], "1.000000000000", "{text}");
     assert_eq!(last[2], count.to_string(), "{text}");
     assert!(lines.last().unwrap().starts_with("#[Buckets ="), "{text}");
-}
-
-/// A loopback port free right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.0 GET (the connection closes after the response).
-fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let sa: SocketAddr = addr.parse().unwrap();
-    let mut s =
-        TcpStream::connect_timeout(&sa, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP header end in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    Ok((status, body.to_owned()))
-}
-
-/// Value of the sample `name{labels}` in exposition text, labels in any
-/// order (the sample must have exactly these labels).
-fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    want.sort();
-    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, mut have) = match series.split_once('{') {
-            Some((n, rest)) => (
-                n,
-                rest.trim_end_matches('}')
-                    .split(',')
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>(),
-            ),
-            None => (series, Vec::new()),
-        };
-        have.sort();
-        (n == name && have == want).then(|| value.parse().ok())?
-    })
 }
 
 fn percent_encode(s: &str) -> String {
@@ -543,7 +508,7 @@ impl PromServer {
             ),
         )
         .unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", free_loopback_port());
         let log = dir.join("prometheus.log");
         let proc = Proc::spawn(
             "prometheus",
@@ -575,7 +540,7 @@ impl PromServer {
         let end = Instant::now() + timeout;
         let mut last: String;
         loop {
-            match http_get(&self.addr, &path) {
+            match http_get_plain(&self.addr, &path) {
                 Ok((200, body)) => {
                     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                     let result = &v["data"]["result"];
@@ -610,7 +575,7 @@ fn prometheus_metrics_count_what_happened() {
     if !privileged("prometheus_metrics_count_what_happened") {
         return;
     }
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_addr = format!("127.0.0.1:{}", free_loopback_port());
     // Prometheus takes a moment to start: do it first.
     let prom = PromServer::start(&metrics_addr);
 
@@ -650,13 +615,13 @@ fn prometheus_metrics_count_what_happened() {
         "/metrics with the held socket",
         Duration::from_secs(10),
         || {
-            let (code, body) = http_get(&metrics_addr, "/metrics").ok()?;
+            let (code, body) = http_get_plain(&metrics_addr, "/metrics").ok()?;
             assert_eq!(code, 200, "{body}");
-            (sample(&body, "close_wait_sockets", &[]) == Some(1.0)).then_some(body)
+            (metric_sample(&body, "close_wait_sockets", &[]) == Some(1.0)).then_some(body)
         },
     );
     let get = |name: &str, labels: &[(&str, &str)]| {
-        sample(&body, name, labels)
+        metric_sample(&body, name, labels)
             .unwrap_or_else(|| panic!("no {name}{labels:?} in /metrics:\n{body}"))
     };
     assert_eq!(get("close_wait_entered_total", &[]), 6.0, "{body}");
@@ -757,19 +722,7 @@ fn checkpoints_survive_kill_9() {
     }
     let delays = [100, 200, 300];
     let (srv, port) = delayed_server(&delays);
-    let out = tempdir("exports-kill");
-    let hlog = out.join("cw.hlog");
-    let hgrm = out.join("cw.hgrm");
-    let mut tracer = Tracer::start(&[
-        "-L",
-        &port.to_string(),
-        "--hlog",
-        hlog.to_str().unwrap(),
-        "--hgrm",
-        hgrm.to_str().unwrap(),
-        "--interval",
-        "1s",
-    ]);
+    let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-kill", port, "1s");
     let started = Instant::now();
     let tuples = make_episodes(&srv, port, delays.len());
     // More than two checkpoints after the last episode.
@@ -783,9 +736,7 @@ fn checkpoints_survive_kill_9() {
     );
 
     // The JSON of the last checkpoint.
-    let text = fs::read_to_string(&tracer.json).expect("JSON checkpoint on disk");
-    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    assert_eq!(json["schema"], "close-wait.report.v1");
+    let json = json_on_disk(&tracer.json, "JSON checkpoint on disk");
     assert_eq!(
         json["counters"]["close_wait_entered"], 3,
         "{}",
@@ -841,19 +792,7 @@ fn sigterm_flushes_every_output() {
     }
     let delays = [100, 200, 300, 400];
     let (srv, port) = delayed_server(&delays);
-    let out = tempdir("exports-term");
-    let hlog = out.join("cw.hlog");
-    let hgrm = out.join("cw.hgrm");
-    let mut tracer = Tracer::start(&[
-        "-L",
-        &port.to_string(),
-        "--hlog",
-        hlog.to_str().unwrap(),
-        "--hgrm",
-        hgrm.to_str().unwrap(),
-        "--interval",
-        "60s",
-    ]);
+    let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-term", port, "60s");
     let started = Instant::now();
     make_episodes(&srv, port, delays.len());
     // Nothing flushed yet: header only, no JSON, no hgrm.
@@ -873,9 +812,7 @@ fn sigterm_flushes_every_output() {
     let stdout = tracer.proc.seen.lock().unwrap().join("\n");
     assert!(!stdout.is_empty(), "no human report on stdout");
 
-    let text = fs::read_to_string(&tracer.json).expect("JSON written on SIGTERM");
-    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    assert_eq!(json["schema"], "close-wait.report.v1");
+    let json = json_on_disk(&tracer.json, "JSON written on SIGTERM");
     assert_eq!(
         json["counters"]["closed_graceful"], 4,
         "{}",

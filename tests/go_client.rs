@@ -4,7 +4,12 @@
 //! the human report shows them with the Go runtime/net/syscall frames
 //! around them folded, and the holder's threads are goroutines' OS threads.
 
-use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
 
 use close_wait_tests::*;
 
@@ -18,40 +23,45 @@ fn goleak_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let dir = build_dir("goleak");
         let exe = dir.join("goleak");
-        let out = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&exe)
-            .arg(helper("goleak.go"))
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOPATH", dir.join("gopath"))
-            .env("GO111MODULE", "off")
-            .env("GOFLAGS", "")
-            .env("GOTOOLCHAIN", "local")
-            .output()
-            .expect("go (Debian's golang-go, `cargo xtask setup` installs it) is needed");
-        assert!(
-            out.status.success(),
-            "go build goleak.go: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        go_build(&dir, &exe, &[]);
         exe
     })
     .clone()
 }
 
-#[test]
-fn go_client_leak_names_its_main_frames() {
-    if !privileged("go_client_leak_names_its_main_frames") {
-        return;
-    }
-    let bin = goleak_bin();
+/// `go build ARGS -o exe goleak.go`, its caches in `dir`.
+fn go_build(dir: &Path, exe: &Path, args: &[&str]) {
+    let out = Command::new("go")
+        .arg("build")
+        .args(args)
+        .arg("-o")
+        .arg(exe)
+        .arg(helper("goleak.go"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go (Debian's golang-go, `cargo xtask setup` installs it) is needed");
+    assert!(
+        out.status.success(),
+        "go build {args:?} goleak.go: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A tracer run over `bin` (goleak) leaking `n` connections to a server
+/// that hangs up on each at once: the client's sockets sit in CLOSE_WAIT,
+/// never closed. Returns the report and the client.
+fn go_leak(bin: &Path, n: usize) -> (Finished, Proc) {
     let tracer = Tracer::start(&["--threshold", "1s"]);
-    // The server hangs up on every connection at once: the client's sockets
-    // sit in CLOSE_WAIT, never closed.
-    let (_server, port) = server(&["--mode", "close-now", "--count", "3", "--hold", "60"]);
-    let client = Proc::spawn("goleak", Command::new(&bin).args([&v4(port), "3", "60"]));
+    let count = n.to_string();
+    let (_server, port) = server(&["--mode", "close-now", "--count", &count, "--hold", "60"]);
+    let name = bin.file_name().unwrap().to_string_lossy().into_owned();
+    let client = Proc::spawn(&name, Command::new(bin).args([&v4(port), &count, "60"]));
     let mut tuples = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let l = client.expect("connected ", SECS10);
         let local = l
             .split_whitespace()
@@ -60,9 +70,35 @@ fn go_client_leak_names_its_main_frames() {
             .to_string();
         tuples.push((local, v4(port)));
     }
-    client.expect("leaked 3", SECS10);
+    client.expect(&format!("leaked {n}"), SECS10);
     settle_stuck(&tuples, THRESHOLD_MS);
-    let out = stop_ok(tracer);
+    (stop_ok(tracer), client)
+}
+
+/// The frames of a group's stack, and the position of the first frame of
+/// function `f` in them.
+fn stack_of(g: &serde_json::Value) -> Vec<&str> {
+    g["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect()
+}
+
+fn frame_at(stack: &[&str], f: &str) -> usize {
+    stack
+        .iter()
+        .position(|l| l.starts_with(&format!("{f}+")))
+        .unwrap_or_else(|| panic!("no {f} frame in {stack:#?}"))
+}
+
+#[test]
+fn go_client_leak_names_its_main_frames() {
+    if !privileged("go_client_leak_names_its_main_frames") {
+        return;
+    }
+    let (out, client) = go_leak(&goleak_bin(), 3);
 
     let pid = client.pid();
     let groups: Vec<&serde_json::Value> = out.json["groups"]
@@ -78,18 +114,8 @@ fn go_client_leak_names_its_main_frames() {
 
     // The JSON keeps every frame: the net/syscall frames inside, the main.*
     // frames in call order with goleak.go lines, the runtime outside.
-    let stack: Vec<&str> = g["stack"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
-    let at = |f: &str| {
-        stack
-            .iter()
-            .position(|l| l.starts_with(&format!("{f}+")))
-            .unwrap_or_else(|| panic!("no {f} frame in {stack:#?}"))
-    };
+    let stack = stack_of(g);
+    let at = |f: &str| frame_at(&stack, f);
     let (dial, pool, main) = (at("main.dialBackend"), at("main.poolGet"), at("main.main"));
     assert!(dial < pool && pool < main, "out of order: {stack:#?}");
     for i in [dial, pool, main] {
@@ -161,41 +187,8 @@ fn stripped_go_client_is_named_from_gopclntab() {
     }
     let dir = tempdir("goleak-stripped");
     let bin = dir.join("goleak-stripped");
-    let out = Command::new("go")
-        .args(["build", "-ldflags", "-s -w", "-o"])
-        .arg(&bin)
-        .arg(helper("goleak.go"))
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("go (Debian's golang-go, `cargo xtask setup` installs it) is needed");
-    assert!(
-        out.status.success(),
-        "go build -ldflags '-s -w' goleak.go: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tracer = Tracer::start(&["--threshold", "1s"]);
-    let (_server, port) = server(&["--mode", "close-now", "--count", "2", "--hold", "60"]);
-    let client = Proc::spawn(
-        "goleak-stripped",
-        Command::new(&bin).args([&v4(port), "2", "60"]),
-    );
-    let mut tuples = Vec::new();
-    for _ in 0..2 {
-        let l = client.expect("connected ", SECS10);
-        let local = l
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("local="))
-            .unwrap()
-            .to_string();
-        tuples.push((local, v4(port)));
-    }
-    client.expect("leaked 2", SECS10);
-    settle_stuck(&tuples, THRESHOLD_MS);
-    let out = stop_ok(tracer);
+    go_build(&dir, &bin, &["-ldflags", "-s -w"]);
+    let (out, client) = go_leak(&bin, 2);
     let pid = client.pid();
     let g = out.json["groups"]
         .as_array()
@@ -203,18 +196,8 @@ fn stripped_go_client_is_named_from_gopclntab() {
         .iter()
         .find(|g| g["pid"] == pid)
         .unwrap_or_else(|| panic!("no group of the client: {}", pretty(&out.json["groups"])));
-    let stack: Vec<&str> = g["stack"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
-    let at = |f: &str| {
-        stack
-            .iter()
-            .position(|l| l.starts_with(&format!("{f}+")))
-            .unwrap_or_else(|| panic!("no {f} frame in {stack:#?}"))
-    };
+    let stack = stack_of(g);
+    let at = |f: &str| frame_at(&stack, f);
     let (dial, pool, main) = (at("main.dialBackend"), at("main.poolGet"), at("main.main"));
     assert!(dial < pool && pool < main, "out of order: {stack:#?}");
     assert!(

@@ -6,7 +6,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -66,14 +66,6 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
     v["value"].clone()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Standard base64 (the screenshot).
 fn base64_decode(s: &str) -> Vec<u8> {
     let val = |c: u8| -> u32 {
@@ -114,7 +106,7 @@ impl Browser {
                 "{bin} missing: `cargo xtask setup` installs chromium and chromium-driver"
             );
         }
-        let port = free_port();
+        let port = free_loopback_port();
         let driver = Proc::spawn(
             "chromedriver",
             Command::new(CHROMEDRIVER)

@@ -6,7 +6,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -42,15 +42,6 @@ fn word(line: &str, i: usize) -> String {
         .nth(i)
         .unwrap_or_else(|| panic!("no word {i} in {line:?}"))
         .to_string()
-}
-
-/// A loopback port free right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The program, or None (and why) when it is not installed.
@@ -173,7 +164,7 @@ fn nginx_in_front_of_handlers_blocked_on_a_slow_upstream() {
     let l = slow.expect("listening ", SECS10);
     let app_port: u16 = num(&l, 1);
     let dir = tempdir("nginx");
-    let nport = free_port();
+    let nport = free_loopback_port();
     let conf = dir.join("nginx.conf");
     let d = dir.display();
     std::fs::write(
@@ -450,7 +441,7 @@ fn prefork_pool_blocked_on_a_full_stderr_pipe() {
 fn apache(test: &str, upstream: &str, extra: &str) -> Option<(Master, u16)> {
     let bin = program("/usr/sbin/apache2", test)?;
     let dir = tempdir("apache");
-    let port = free_port();
+    let port = free_loopback_port();
     let d = dir.display();
     let m = "/usr/lib/apache2/modules";
     let conf = dir.join("httpd.conf");

@@ -463,13 +463,56 @@ fn leaky_server() -> (Proc, u16) {
     ])
 }
 
-/// Two connections to `port`: returns (closed one, held one).
-fn two_connections(srv: &Proc, port: u16) -> (Conn, Conn, Proc) {
+/// Two connections to one leaky server: the one it closes, the one it
+/// holds, and their client.
+struct Pair {
+    closed: Conn,
+    held: Conn,
+    _cli: Proc,
+}
+
+/// Two connections to `port`.
+fn two_connections(srv: &Proc, port: u16) -> Pair {
     let cli = client(&v4(port), &["--count", "2"]);
     let closed = accepted(srv);
     let held = accepted(srv);
     cli.expect("done", T);
-    (closed, held, cli)
+    Pair {
+        closed,
+        held,
+        _cli: cli,
+    }
+}
+
+/// A tracer run with `args` over two connections to each of the leaky
+/// servers `a` and `b`, stopped once both closed ones left CLOSE_WAIT.
+fn filtered_run(args: &[&str], a: (&Proc, u16), b: (&Proc, u16)) -> (Finished, Pair, Pair) {
+    let tracer = Tracer::start(args);
+    let pa = two_connections(a.0, a.1);
+    let pb = two_connections(b.0, b.1);
+    wait_left_close_wait(&pa.closed);
+    wait_left_close_wait(&pb.closed);
+    std::thread::sleep(Duration::from_millis(300));
+    (stop_ok(tracer), pa, pb)
+}
+
+/// `j` has `kept`'s episode (closed by `srv`) and stuck socket (held by
+/// `srv` alone), and neither of `dropped`'s.
+fn assert_kept_only(j: &Value, srv: &Proc, kept: &Pair, dropped: &Pair) {
+    let e = one(j, "episodes", &kept.closed.local, &kept.closed.remote);
+    assert_eq!(e["closer"]["pid"], srv.pid(), "{e}");
+    let s = one(j, "stuck", &kept.held.local, &kept.held.remote);
+    assert_eq!(
+        holders(&s["holders"]),
+        vec![(srv.pid() as u64, kept.held.fd as u64)]
+    );
+    let (closed, held) = (&dropped.closed, &dropped.held);
+    assert!(find(j, "episodes", &closed.local, &closed.remote).is_empty());
+    assert!(
+        find(j, "stuck", &held.local, &held.remote).is_empty(),
+        "{}",
+        pretty(&j["stuck"])
+    );
 }
 
 fn assert_all(j: &Value, key: &str, what: &str, ok: impl Fn(&Value) -> bool) {
@@ -487,23 +530,10 @@ fn port_and_pid_filters_keep_only_their_sockets() {
     let (sb, pb) = leaky_server();
 
     // Run 1: -L A.
-    let tracer = Tracer::start(&["-L", &pa.to_string(), "--threshold", "200ms"]);
-    let (a_closed, a_held, _ca) = two_connections(&sa, pa);
-    let (b_closed, b_held, _cb) = two_connections(&sb, pb);
-    wait_left_close_wait(&a_closed);
-    wait_left_close_wait(&b_closed);
-    std::thread::sleep(Duration::from_millis(300));
-    let out = stop_ok(tracer);
+    let args = ["-L", &pa.to_string(), "--threshold", "200ms"];
+    let (out, a1, b1) = filtered_run(&args, (&sa, pa), (&sb, pb));
     let j = &out.json;
-    let e = one(j, "episodes", &a_closed.local, &a_closed.remote);
-    assert_eq!(e["closer"]["pid"], sa.pid(), "{e}");
-    let s = one(j, "stuck", &a_held.local, &a_held.remote);
-    assert_eq!(
-        holders(&s["holders"]),
-        vec![(sa.pid() as u64, a_held.fd as u64)]
-    );
-    assert!(find(j, "episodes", &b_closed.local, &b_closed.remote).is_empty());
-    assert!(find(j, "stuck", &b_held.local, &b_held.remote).is_empty());
+    assert_kept_only(j, &sa, &a1, &b1);
     assert_all(j, "episodes", "on port A", |e| {
         port_of(e["local"].as_str().unwrap()) == pa
     });
@@ -514,36 +544,23 @@ fn port_and_pid_filters_keep_only_their_sockets() {
 
     // Run 2: -p B. The sockets of run 1 are still in CLOSE_WAIT: B's is
     // kept (since attach), A's is not.
-    let tracer = Tracer::start(&["-p", &sb.pid().to_string(), "--threshold", "200ms"]);
-    let (a2_closed, a2_held, _ca2) = two_connections(&sa, pa);
-    let (b2_closed, b2_held, _cb2) = two_connections(&sb, pb);
-    wait_left_close_wait(&a2_closed);
-    wait_left_close_wait(&b2_closed);
-    std::thread::sleep(Duration::from_millis(300));
-    let out = stop_ok(tracer);
+    let args = ["-p", &sb.pid().to_string(), "--threshold", "200ms"];
+    let (out, a2, b2) = filtered_run(&args, (&sa, pa), (&sb, pb));
     let j = &out.json;
-    let e = one(j, "episodes", &b2_closed.local, &b2_closed.remote);
-    assert_eq!(e["closer"]["pid"], sb.pid(), "{e}");
-    let s = one(j, "stuck", &b2_held.local, &b2_held.remote);
-    assert_eq!(
-        holders(&s["holders"]),
-        vec![(sb.pid() as u64, b2_held.fd as u64)]
-    );
+    assert_kept_only(j, &sb, &b2, &a2);
+    let s = one(j, "stuck", &b2.held.local, &b2.held.remote);
     assert_eq!(s["since_attach"], false, "{s}");
-    let s = one(j, "stuck", &b_held.local, &b_held.remote);
+    let s = one(j, "stuck", &b1.held.local, &b1.held.remote);
     assert_eq!(
         holders(&s["holders"]),
-        vec![(sb.pid() as u64, b_held.fd as u64)]
+        vec![(sb.pid() as u64, b1.held.fd as u64)]
     );
     assert_eq!(s["since_attach"], true, "{s}");
-    for c in [&a_held, &a2_held] {
-        assert!(
-            find(j, "stuck", &c.local, &c.remote).is_empty(),
-            "{}",
-            pretty(&j["stuck"])
-        );
-    }
-    assert!(find(j, "episodes", &a2_closed.local, &a2_closed.remote).is_empty());
+    assert!(
+        find(j, "stuck", &a1.held.local, &a1.held.remote).is_empty(),
+        "{}",
+        pretty(&j["stuck"])
+    );
     let b = sb.pid() as u64;
     assert_all(j, "episodes", "closed by B", |e| e["closer"]["pid"] == b);
     assert_all(j, "stuck", "held by B", |e| {
@@ -756,25 +773,12 @@ fn cgroup_filter_keeps_only_processes_inside() {
     let (sb, pb) = leaky_server();
     cg.add(sa.pid());
     let path = cg.dir.to_string_lossy().into_owned();
-    let tracer = Tracer::start(&["--cgroup", &path, "--threshold", "200ms"]);
-    let (a_closed, a_held, _ca) = two_connections(&sa, pa);
-    let (b_closed, b_held, _cb) = two_connections(&sb, pb);
-    wait_left_close_wait(&a_closed);
-    wait_left_close_wait(&b_closed);
-    std::thread::sleep(Duration::from_millis(300));
-    let out = stop_ok(tracer);
+    let args = ["--cgroup", &path, "--threshold", "200ms"];
+    let (out, a1, b1) = filtered_run(&args, (&sa, pa), (&sb, pb));
     let j = &out.json;
     // A, inside the cgroup: its episode (by closer) and its stuck socket
     // (by holder) are kept; B, outside, is not.
-    let e = one(j, "episodes", &a_closed.local, &a_closed.remote);
-    assert_eq!(e["closer"]["pid"], sa.pid(), "{e}");
-    let s = one(j, "stuck", &a_held.local, &a_held.remote);
-    assert_eq!(
-        holders(&s["holders"]),
-        vec![(sa.pid() as u64, a_held.fd as u64)]
-    );
-    assert!(find(j, "episodes", &b_closed.local, &b_closed.remote).is_empty());
-    assert!(find(j, "stuck", &b_held.local, &b_held.remote).is_empty());
+    assert_kept_only(j, &sa, &a1, &b1);
     let a = sa.pid() as u64;
     assert_all(j, "episodes", "closed by A", |e| e["closer"]["pid"] == a);
     assert_all(j, "stuck", "held by A", |e| {

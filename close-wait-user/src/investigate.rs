@@ -1110,16 +1110,8 @@ mod tests {
     #[test]
     fn sockets_threads_wait_on_are_named() {
         let sock = |inode, state, l: &str, r: &str| TcpSocket {
-            local: l.parse().unwrap(),
-            remote: r.parse().unwrap(),
-            state,
             inode,
-            rx_queue: 0,
-            tx_queue: 0,
-            uid: 0,
-            last_data_recv_ms: None,
-            last_ack_recv_ms: None,
-            netns: 0,
+            ..sock(l, r, state)
         };
         let table = [
             sock(

@@ -232,6 +232,24 @@ pub fn peer(role: &str, args: &[&str]) -> Proc {
     )
 }
 
+/// A python client making `count` connections to 127.0.0.1:`port`, each
+/// closed `close_delay_ms` after the server's EOF; `extra` is appended.
+pub fn closing_client(port: u16, count: usize, close_delay_ms: u64, extra: &[&str]) -> Proc {
+    let (addr, count, delay) = (v4(port), count.to_string(), close_delay_ms.to_string());
+    let mut args = vec![
+        "--connect",
+        &addr,
+        "--count",
+        &count,
+        "--mode",
+        "close-on-eof",
+        "--close-delay-ms",
+        &delay,
+    ];
+    args.extend_from_slice(extra);
+    peer("client", &args)
+}
+
 /// Starts a server and returns it with its port.
 pub fn server(args: &[&str]) -> (Proc, u16) {
     let p = peer("server", args);
@@ -559,6 +577,12 @@ impl Drop for TestNetns {
     }
 }
 
+/// Sends `sig` to `pid` (a process this test made).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling a process the test made; at worst it is gone.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
 /// Inode of our own network namespace.
 pub fn own_netns() -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -582,6 +606,8 @@ pub fn http_get_plain(addr: &str, path: &str) -> Result<(u16, String), String> {
     let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut buf = Vec::new();

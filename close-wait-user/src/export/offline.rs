@@ -187,7 +187,7 @@ enum Input {
 /// Opens `path` for reading without blocking (a FIFO cannot hang the
 /// open), refusing what is not a regular file or is larger than `max`.
 pub fn open_bounded(path: &Path, max: u64) -> Result<std::fs::File, OfflineError> {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     let read_err = |source| OfflineError::Read {
         path: path.to_path_buf(),
         source,
@@ -200,22 +200,9 @@ pub fn open_bounded(path: &Path, max: u64) -> Result<std::fs::File, OfflineError
     let m = file.metadata().map_err(read_err)?;
     let ft = m.file_type();
     if !ft.is_file() {
-        let kind = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
         return Err(OfflineError::NotRegular {
             path: path.to_path_buf(),
-            kind,
+            kind: crate::output::file::kind_of(ft),
         });
     }
     if m.len() > max {

@@ -87,9 +87,12 @@ fn temp_path(path: &Path, what: &str) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{what}.{}.{seq}", std::process::id()))
 }
 
-/// What a non-regular file is, for the error message.
-fn kind_of(ft: fs::FileType) -> &'static str {
-    if ft.is_char_device() {
+/// What a non-regular file is, for an error message (also the reader's of
+/// `close-wait report`).
+pub(crate) fn kind_of(ft: fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_char_device() {
         "a character device"
     } else if ft.is_block_device() {
         "a block device"
