@@ -16,6 +16,7 @@ use close_wait_common::{
 use crate::{
     btf,
     cli::{Hooks, Stacks},
+    model::HookPath,
     privileges::Caps,
     tpformat,
 };
@@ -158,13 +159,13 @@ pub const CLOSE_FN: &str = "tcp_close";
 
 /// Loads and attaches the tcp_close() program `--hooks` asks for; for auto,
 /// fentry, then kprobe, each tried by loading and attaching it. Returns the
-/// hook attached ("fentry:tcp_close"), or None for tracepoints only, and why
+/// path attached, or None for tracepoints only, and why
 /// each path tried was not taken. An explicit fentry or kprobe that fails is
 /// an error.
 fn attach_close_hook(
     ebpf: &mut Ebpf,
     hooks: Hooks,
-) -> anyhow::Result<(Option<String>, Vec<String>)> {
+) -> anyhow::Result<(Option<HookPath>, Vec<String>)> {
     let mut why_not = Vec::new();
     let paths: &[Hooks] = match hooks {
         Hooks::Auto => &[Hooks::Fentry, Hooks::Kprobe],
@@ -199,13 +200,14 @@ fn attach_close_hook(
                 Ok(())
             })(),
         };
-        let name = if path == Hooks::Fentry {
-            "fentry"
+        let attached = if path == Hooks::Fentry {
+            HookPath::Fentry
         } else {
-            "kprobe"
+            HookPath::Kprobe
         };
+        let name = attached.as_str();
         match tried {
-            Ok(()) => return Ok((Some(format!("{name}:{CLOSE_FN}")), why_not)),
+            Ok(()) => return Ok((Some(attached), why_not)),
             Err(e) if hooks == Hooks::Auto => {
                 why_not.push(format!("{name}:{CLOSE_FN}: {e:#}"));
             }
@@ -233,7 +235,7 @@ pub struct Tracer {
     /// hook, "fentry:tcp_close" or "kprobe:tcp_close").
     pub hooks: Vec<String>,
     /// The tcp_close() hook attached, if any.
-    pub close_hook: Option<String>,
+    pub close_hook: Option<HookPath>,
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     origins: HashMap<MapData, u64, SockOrigin>,
@@ -406,7 +408,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         log::info!("hooks: {w}");
     }
     let mut hooks = hook_names();
-    hooks.extend(close_hook.clone());
+    hooks.extend(close_hook.map(|h| format!("{}:{CLOSE_FN}", h.as_str())));
     log::info!("hooks attached: {}", hooks.join(", "));
     let ring: RingBuf<MapData> = map(&mut ebpf, "EVENTS")?;
     let tracer = Tracer {

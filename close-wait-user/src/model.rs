@@ -73,6 +73,32 @@ impl ClosedBy {
     }
 }
 
+/// How a `record` run hooked tcp_close() (`--hooks`): the path that
+/// attached, or none (tracepoints only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPath {
+    Fentry,
+    Kprobe,
+    /// tcp_close() not hooked: close() and shutdown() are not told apart.
+    Tracepoint,
+}
+
+impl HookPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPath::Fentry => "fentry",
+            HookPath::Kprobe => "kprobe",
+            HookPath::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Do tcp_close() events come on this path?
+    pub fn hooks_close(self) -> bool {
+        self != HookPath::Tracepoint
+    }
+}
+
 /// A socket that left CLOSE_WAIT through shutdown() and whose tcp_close()
 /// has not come past the threshold: its descriptor is still open (leaked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +360,10 @@ pub struct Report {
     pub ended_at: String,
     pub kernel: String,
     pub hooks: Vec<String>,
+    /// How tcp_close() was hooked; absent from a snapshot (nothing was
+    /// traced) and from files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_path: Option<HookPath>,
     pub threshold_ms: u64,
     pub counters: Counters,
     pub stuck: Vec<StuckSocket>,
@@ -362,6 +392,7 @@ impl Report {
             ended_at,
             kernel: kernel_release(),
             hooks: Vec::new(),
+            hook_path: None,
             threshold_ms: 0,
             counters: Counters::default(),
             stuck: Vec::new(),
@@ -445,6 +476,7 @@ pub(crate) mod tests {
         };
         Report {
             hooks: vec!["sock:inet_sock_set_state".into()],
+            hook_path: Some(HookPath::Tracepoint),
             threshold_ms: 5000,
             counters: Counters {
                 close_wait_entered: 7,

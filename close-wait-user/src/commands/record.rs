@@ -29,7 +29,7 @@ use crate::{
     export::{hlog::HlogWriter, outputs::Outputs, prometheus},
     investigate::{self, CloseWaitEntries, Origins},
     loader::{self, KernelCounters, Tracer},
-    model::{Counters, Report, ShutdownLeak},
+    model::{Counters, HookPath, Report, ShutdownLeak},
     output::{stdout, OutputError, OutputFile},
     privileges, report, sockets,
     stacks::Symbolizer,
@@ -211,6 +211,7 @@ struct State {
     last_stuck: u64,
     /// What was attached (the report's `hooks`).
     hooks: Vec<String>,
+    hook_path: HookPath,
 }
 
 impl State {
@@ -333,6 +334,7 @@ impl State {
         let notes = privileges::report_notes(counters.close_wait_now);
         let report = Report {
             hooks: self.hooks.clone(),
+            hook_path: Some(self.hook_path),
             leaked_after_shutdown,
             threshold_ms: self.args.threshold.as_millis() as u64,
             counters,
@@ -483,16 +485,18 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         "close-wait: tracing CLOSE_WAIT ({} already in CLOSE_WAIT); Ctrl-C to stop",
         preexisting.len()
     ));
+    let hook_path = tracer.close_hook.unwrap_or(HookPath::Tracepoint);
     let mut st = State {
         clock: WallClock::now(),
         started,
         attach_ns,
         tracker: {
             let mut t = Tracker::new(args.max_sockets as usize);
-            t.set_close_hooked(tracer.close_hook.is_some());
+            t.set_close_hooked(hook_path.hooks_close());
             t
         },
         hooks: tracer.hooks.clone(),
+        hook_path,
         agg: Aggregator::new(
             args.filters.clone(),
             args.threshold.as_nanos() as u64,
