@@ -246,7 +246,7 @@ fn find_creator(
     // Accepted before the tracer attached: nothing was seen of it.
     let entered_ns = entered_ns?;
     let holds_listener = |pid: u32| lholders.iter().find(|l| l.pid == pid);
-    let made = |l: &Holder, holds: bool| Creator {
+    let accepted_by = |l: &Holder, holds: bool| Creator {
         pid: l.pid,
         tid: accepting_thread(l.pid, l.fd).unwrap_or(l.pid),
         comm: l.comm.clone(),
@@ -259,7 +259,7 @@ fn find_creator(
     for h in holders {
         if let Some(l) = holds_listener(h.pid) {
             if acceptors.accepts(l.pid, l.fd) {
-                return Some(made(l, true));
+                return Some(accepted_by(l, true));
             }
         }
     }
@@ -278,7 +278,8 @@ fn find_creator(
         }
         None
     };
-    let made_by = |l: &Holder| made(l, holders.iter().any(|x| x.pid == l.pid));
+    let accepted_by_checking_holds =
+        |l: &Holder| accepted_by(l, holders.iter().any(|x| x.pid == l.pid));
     // 20 ms: two clock ticks of /proc's start time.
     let inherited = |pid: u32| {
         process_start_ns(pid).is_some_and(|start| start > entered_ns.saturating_add(20_000_000))
@@ -289,17 +290,20 @@ fn find_creator(
         .filter(|h| inherited(h.pid))
         .find_map(|h| ancestor(h.pid))
     {
-        return Some(made_by(l));
+        return Some(accepted_by_checking_holds(l));
     }
     // A holder of the listener: a prefork worker looks like a child forked
     // after accept() that kept the listener; without a traced accept() the
     // holder is taken for the acceptor (no held-elsewhere without proof).
     if let Some(l) = holders.iter().find_map(|h| holds_listener(h.pid)) {
-        return Some(made(l, true));
+        return Some(accepted_by(l, true));
     }
     // Holders without the listener: it was accepted by an ancestor that has
     // it (a fork-per-connection server whose child closed its copy).
-    holders.iter().find_map(|h| ancestor(h.pid)).map(made_by)
+    holders
+        .iter()
+        .find_map(|h| ancestor(h.pid))
+        .map(accepted_by_checking_holds)
 }
 
 /// Established connections to the peer's address and port, plus, for a

@@ -192,7 +192,9 @@ struct Pending {
     events_before: u64,
 }
 
-struct State {
+/// One `record` run: the tracker and aggregator the events feed, the
+/// outputs the checkpoints write, and what the run has counted so far.
+struct Recording {
     args: RecordArgs,
     clock: WallClock,
     started: SystemTime,
@@ -214,7 +216,7 @@ struct State {
     hook_path: HookPath,
 }
 
-impl State {
+impl Recording {
     fn on_record(&mut self, r: &Record) {
         if self.args.events {
             self.print_event(r);
@@ -486,7 +488,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
         preexisting.len()
     ));
     let hook_path = tracer.close_hook.unwrap_or(HookPath::Tracepoint);
-    let mut st = State {
+    let mut st = Recording {
         clock: WallClock::now(),
         started,
         attach_ns,
