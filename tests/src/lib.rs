@@ -118,9 +118,15 @@ pub fn tempdir(tag: &str) -> TempDir {
 }
 
 /// A directory under `target/test-helpers` for helpers a test binary builds
-/// once and shares between its tests (kept, like any build output).
+/// once and shares between its tests (kept, like any build output); under
+/// the temp dir when `target` is read-only (`cargo xtask vm-test` shares
+/// the tree read-only with its guests).
 pub fn build_dir(name: &str) -> PathBuf {
     let d = workspace().join("target/test-helpers").join(name);
+    if std::fs::create_dir_all(&d).is_ok() {
+        return d;
+    }
+    let d = std::env::temp_dir().join("close-wait-test-helpers").join(name);
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     d
 }
