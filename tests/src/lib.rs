@@ -126,7 +126,9 @@ pub fn build_dir(name: &str) -> PathBuf {
     if std::fs::create_dir_all(&d).is_ok() {
         return d;
     }
-    let d = std::env::temp_dir().join("close-wait-test-helpers").join(name);
+    let d = std::env::temp_dir()
+        .join("close-wait-test-helpers")
+        .join(name);
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     d
 }
