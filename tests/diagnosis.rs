@@ -409,29 +409,55 @@ fn accepted_entry<'a>(
     e
 }
 
+/// One accepted connection the server keeps open, as server mode `mode`
+/// leaves it after the client sent `send` bytes and closed: what its stuck
+/// entry must say.
+struct HeldCase {
+    mode: &'static str,
+    send: usize,
+    diagnosis: &'static str,
+    unread: u64,
+    eof_unread: bool,
+    /// How the evidence starts.
+    why: &'static str,
+}
+
+/// Runs `c`: the entry has its diagnosis, unread bytes and EOF, is held by
+/// the server alone, its evidence starts as said, and it has its group.
+/// Returns the report and the server for the checks of one case.
+fn held_by_server(c: &HeldCase) -> (Finished, Proc) {
+    let (out, srv, acc, took) = one_connection(c.mode, c.send, &[]);
+    {
+        let e = accepted_entry(&out, &srv, &acc, took);
+        let ctx = pretty(e);
+        assert_eq!(e["diagnosis"], c.diagnosis, "{ctx}");
+        assert_eq!(e["unread_bytes"], c.unread, "{ctx}");
+        assert_eq!(e["eof_unread"], c.eof_unread, "{ctx}");
+        assert_eq!(
+            holders(&e["holders"]),
+            vec![(srv.pid() as u64, acc.0 as u64)],
+            "{ctx}"
+        );
+        let why = e["evidence"].as_str().unwrap();
+        assert!(why.starts_with(c.why), "{ctx}");
+    }
+    group_of(&out.json, c.diagnosis, srv.pid());
+    (out, srv)
+}
+
 #[test]
 fn never_read_counts_the_unread_bytes() {
     if !privileged("never_read_counts_the_unread_bytes") {
         return;
     }
-    let (out, srv, acc, took) = one_connection("hold", 78, &[]);
-    let e = accepted_entry(&out, &srv, &acc, took);
-    let ctx = pretty(e);
-    assert_eq!(e["diagnosis"], "never-read", "{ctx}");
-    assert_eq!(e["unread_bytes"], 78, "{ctx}");
-    assert_eq!(e["eof_unread"], true, "{ctx}");
-    assert_eq!(
-        holders(&e["holders"]),
-        vec![(srv.pid() as u64, acc.0 as u64)],
-        "{ctx}"
-    );
-    assert!(
-        e["evidence"]
-            .as_str()
-            .unwrap()
-            .starts_with("78 bytes arrived and were never read"),
-        "{ctx}"
-    );
+    let (out, srv) = held_by_server(&HeldCase {
+        mode: "hold",
+        send: 78,
+        diagnosis: "never-read",
+        unread: 78,
+        eof_unread: true,
+        why: "78 bytes arrived and were never read",
+    });
     let g = group_of(&out.json, "never-read", srv.pid());
     assert_eq!(
         (g["count"].as_u64(), g["unread_bytes"].as_u64()),
@@ -456,27 +482,18 @@ fn read_not_closed_has_nothing_unread() {
     if !privileged("read_not_closed_has_nothing_unread") {
         return;
     }
-    let (out, srv, acc, took) = one_connection("read-hold", 0, &[]);
-    let e = accepted_entry(&out, &srv, &acc, took);
-    let ctx = pretty(e);
-    assert_eq!(e["diagnosis"], "read-not-closed", "{ctx}");
-    assert_eq!(e["unread_bytes"], 0, "{ctx}");
-    // The server read up to the EOF.
-    assert_eq!(e["eof_unread"], false, "{ctx}");
-    assert_eq!(
-        holders(&e["holders"]),
-        vec![(srv.pid() as u64, acc.0 as u64)],
-        "{ctx}"
-    );
-    let why = e["evidence"].as_str().unwrap();
-    assert!(
-        why.starts_with("the application read everything including EOF"),
-        "{why}"
-    );
+    // The server read up to the EOF: nothing unread, EOF included.
     // (Whether a live connection to the peer remains is not checked here:
     // on loopback every local client has the peer's IP. The leaky test
     // checks it for a connect()ed socket, by IP and port.)
-    group_of(&out.json, "read-not-closed", srv.pid());
+    held_by_server(&HeldCase {
+        mode: "read-hold",
+        send: 0,
+        diagnosis: "read-not-closed",
+        unread: 0,
+        eof_unread: false,
+        why: "the application read everything including EOF",
+    });
 }
 
 #[test]

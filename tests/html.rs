@@ -66,6 +66,22 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
     v["value"].clone()
 }
 
+/// `close-wait report INPUTS --html PAGE`, which must succeed.
+fn report_html(inputs: &[&Path], page: &Path) {
+    let rep = Command::new(bin())
+        .arg("report")
+        .args(inputs)
+        .arg("--html")
+        .arg(page)
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+}
+
 /// Standard base64 (the screenshot).
 fn base64_decode(s: &str) -> Vec<u8> {
     let val = |c: u8| -> u32 {
@@ -402,18 +418,7 @@ fn html_report_in_headless_chromium() {
     // The same run read back offline: `report FILE.hlog --html`.
     let offline = dir.join("offline.html");
     let hlog = dir.join("report.hlog");
-    let rep = Command::new(bin())
-        .arg("report")
-        .arg(&hlog)
-        .arg("--html")
-        .arg(&offline)
-        .output()
-        .unwrap();
-    assert!(
-        rep.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rep.stderr)
-    );
+    report_html(&[&hlog], &offline);
     let facts = inspect(&b, &offline);
     check_curves(&facts, &tags);
     assert_eq!(facts["closed"], 1);
@@ -432,19 +437,7 @@ fn html_report_in_headless_chromium() {
     // With the JSON report too, the offline page has the run's counters and
     // groups, read back from that report.
     let offline_json = dir.join("offline-json.html");
-    let rep = Command::new(bin())
-        .arg("report")
-        .arg(&out.json_path)
-        .arg(&hlog)
-        .arg("--html")
-        .arg(&offline_json)
-        .output()
-        .unwrap();
-    assert!(
-        rep.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rep.stderr)
-    );
+    report_html(&[&out.json_path, &hlog], &offline_json);
     let facts = inspect(&b, &offline_json);
     check_curves(&facts, &tags);
     assert_eq!(facts["groups"], 1);
