@@ -62,11 +62,10 @@ pub struct Evidence {
     /// For an accepted socket: what its holder's threads are blocked in,
     /// when they are blocked on other work (None when they are idle).
     pub blocked: Option<String>,
+    /// For an unaccepted socket: the listener's holders are busy on other
+    /// work, so it is not that the application never calls accept().
+    pub listener_holders_busy: bool,
 }
-
-/// The words of an unaccepted socket's explanation that a group whose
-/// listener's holders are busy replaces.
-pub const NEVER_ACCEPTED: &str = "the application never called accept()";
 
 pub fn diagnose(e: &Evidence) -> Diagnosis {
     if e.unaccepted {
@@ -87,7 +86,12 @@ pub fn explain(d: Diagnosis, e: &Evidence) -> String {
     match d {
         Diagnosis::Unaccepted => format!(
             "peer closed while the connection waited in the listener's accept queue; \
-             {NEVER_ACCEPTED} ({} unread bytes)",
+             {} ({} unread bytes)",
+            if e.listener_holders_busy {
+                "no holder of the listener accepted it in time (see accepting)"
+            } else {
+                "the application never called accept()"
+            },
             e.unread_bytes
         ),
         Diagnosis::HeldElsewhere => format!(

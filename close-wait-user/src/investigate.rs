@@ -470,6 +470,8 @@ pub fn investigate(
             } else {
                 None
             },
+            // Known for the group only, once its listener's story is told.
+            listener_holders_busy: false,
         };
         let d = diagnosis::diagnose(&evidence);
         let (stack, stack_note, kernel_stack) = match &created {
@@ -653,6 +655,15 @@ fn blocked_holders(
 }
 
 /// What the processes holding a listener are doing, for its unaccepted
+/// sockets.
+struct Accepting {
+    /// `parent python3[1201] idle: ...; 6 of 6 workers busy: each ...`.
+    text: String,
+    /// Some holder is busy on other work (not idle in accept()).
+    holders_busy: bool,
+}
+
+/// What the processes holding a listener are doing, for its unaccepted
 /// sockets: `parent python3[1201] idle: ...; 6 of 6 workers busy: each ...`.
 /// A holder whose parent also holds the listener is a worker; the others
 /// (the parent of a prefork pool, or a lone server) are listed by name.
@@ -661,7 +672,7 @@ fn accepting_story(
     table: &[TcpSocket],
     cache: &mut HashMap<u32, Option<threads::ThreadSummary>>,
     age_ms: &dyn Fn(u32, u32) -> Option<u64>,
-) -> Option<String> {
+) -> Option<Accepting> {
     let mut pids: Vec<(u32, String)> = holders.iter().map(|h| (h.pid, h.comm.clone())).collect();
     pids.sort_unstable();
     pids.dedup_by_key(|p| p.0);
@@ -758,7 +769,11 @@ fn accepting_story(
         }
         parts.push(t);
     }
-    (!parts.is_empty()).then(|| parts.join("; "))
+    let holders_busy = doing.iter().any(|d| d.3.is_some());
+    (!parts.is_empty()).then(|| Accepting {
+        text: parts.join("; "),
+        holders_busy,
+    })
 }
 
 /// ` opened 31.0s ago`, ` opened 1.2s-3.4s ago` for several; empty for
@@ -1047,36 +1062,38 @@ fn group(
                 g.threads = Some(summary);
             }
         }
+        if g.diagnosis == Diagnosis::Unaccepted {
+            let mut members = stuck.iter().zip(&member_of).filter(|(_, &m)| m == gi);
+            let first_unread = members.clone().next().map_or(0, |(s, _)| s.unread_bytes);
+            if let Some(l) = members.find_map(|(s, _)| s.listener.as_ref()) {
+                if !budget.spent() {
+                    if let Some(a) = accepting_story(&l.holders, table, summaries, age_ms) {
+                        if a.holders_busy {
+                            // The first socket's explanation, told with the story.
+                            g.evidence = diagnosis::explain(
+                                Diagnosis::Unaccepted,
+                                &Evidence {
+                                    unaccepted: true,
+                                    unread_bytes: first_unread,
+                                    listener_holders_busy: true,
+                                    ..Evidence::default()
+                                },
+                            );
+                        }
+                        g.accepting = Some(a.text);
+                    }
+                }
+                g.evidence = format!(
+                    "{}; listener {} accept queue {}/{}",
+                    g.evidence, l.local, l.accept_queue, l.backlog
+                );
+            }
+        }
         if g.count > 1 {
             g.evidence = format!(
                 "{} sockets, {} unread bytes in all; first: {}",
                 g.count, g.unread_bytes, g.evidence
             );
-        }
-        if g.diagnosis == Diagnosis::Unaccepted {
-            if let Some(l) = stuck
-                .iter()
-                .zip(&member_of)
-                .filter(|(_, &m)| m == gi)
-                .find_map(|(s, _)| s.listener.as_ref())
-            {
-                g.evidence = format!(
-                    "{}; listener {} accept queue {}/{}",
-                    g.evidence, l.local, l.accept_queue, l.backlog
-                );
-                if !budget.spent() {
-                    g.accepting = accepting_story(&l.holders, table, summaries, age_ms);
-                    if g.accepting
-                        .as_deref()
-                        .is_some_and(|a| a.contains(" busy: "))
-                    {
-                        g.evidence = g.evidence.replace(
-                            diagnosis::NEVER_ACCEPTED,
-                            "no holder of the listener accepted it in time (see accepting)",
-                        );
-                    }
-                }
-            }
         }
     }
     let range = local_port_range();

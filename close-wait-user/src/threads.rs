@@ -500,13 +500,12 @@ fn waited_fds_of(proc_root: &Path, pid: u32, dir: &Path, sc: &SyscallInfo) -> Ve
             live.then(|| mem.bytes(addr, len).ok()).flatten()
         },
         |epfd| {
-            fs::read_to_string(
-                proc_root
+            crate::logged::read_to_string(
+                &proc_root
                     .join(pid.to_string())
                     .join("fdinfo")
                     .join(epfd.to_string()),
             )
-            .ok()
         },
     );
     let again = fs::read_to_string(dir.join("syscall")).map(|s| parse_syscall(&s));
@@ -737,13 +736,12 @@ pub fn describe_fd(pid: u32, fd: u32) -> Option<FdTarget> {
 
 /// [`describe_fd`] over a proc tree mounted at `proc_root`.
 pub fn describe_fd_in(proc_root: &Path, pid: u32, fd: u32) -> Option<FdTarget> {
-    let link = fs::read_link(
-        proc_root
+    let link = crate::logged::read_link(
+        &proc_root
             .join(pid.to_string())
             .join("fd")
             .join(fd.to_string()),
-    )
-    .ok()?;
+    )?;
     match classify_link(&link.to_string_lossy()) {
         FdTarget::Pipe { inode, .. } => {
             let readers = pipe_readers_in(proc_root, inode);
@@ -778,8 +776,7 @@ pub fn pipe_readers_in(proc_root: &Path, inode: u64) -> Vec<(u32, u32)> {
                 .join(pid.to_string())
                 .join("fdinfo")
                 .join(fd.to_string());
-            fs::read_to_string(info)
-                .ok()
+            crate::logged::read_to_string(&info)
                 .and_then(|t| parse_fdinfo_flags(&t))
                 .is_some_and(|fl| {
                     let mode = fl & libc::O_ACCMODE as u32;
