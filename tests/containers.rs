@@ -115,6 +115,13 @@ fn leak_in(cg: &TestCgroups, cgroup: &str, port: u16, bytes: usize) -> (Proc, St
     let port_s = port.to_string();
     let (srv, port) = server(&["--port", &port_s, "--mode", "never-read", "--hold", "60"]);
     cg.enter(cgroup, srv.pid());
+    let (local, remote) = send_and_close(&srv, port, bytes);
+    (srv, local, remote)
+}
+
+/// A client that sends `bytes` to `srv` on `port` and closes: the
+/// server's (local, remote).
+fn send_and_close(srv: &Proc, port: u16, bytes: usize) -> (String, String) {
     let send = bytes.to_string();
     let cli = peer(
         "client",
@@ -122,7 +129,7 @@ fn leak_in(cg: &TestCgroups, cgroup: &str, port: u16, bytes: usize) -> (Proc, St
     );
     let (_, local, remote) = parse_accepted(&srv.expect("accepted", Duration::from_secs(10)));
     cli.expect("done", Duration::from_secs(10));
-    (srv, local, remote)
+    (local, remote)
 }
 
 #[test]
@@ -164,14 +171,7 @@ fn sockets_of_containers_name_their_container_and_pod() {
     ]);
     let mut tuples = Vec::new();
     for (srv, port, bytes) in [(&d_srv, d_port, 11), (&k_srv, k_port, 23)] {
-        let send = bytes.to_string();
-        let cli = peer(
-            "client",
-            &["--connect", &v4(port), "--send", &send, "--mode", "close"],
-        );
-        let (_, local, remote) = parse_accepted(&srv.expect("accepted", Duration::from_secs(10)));
-        cli.expect("done", Duration::from_secs(10));
-        tuples.push((local, remote));
+        tuples.push(send_and_close(srv, port, bytes));
     }
     let cli = peer("client", &["--connect", &v4(closer_port)]);
     closer.expect("done", Duration::from_secs(10));

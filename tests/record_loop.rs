@@ -33,19 +33,7 @@ fn sigint_during_checkpoints_ends_the_run_within_a_second() {
     // STUCK sockets in CLOSE_WAIT, held by the client, before attaching.
     let count = STUCK.to_string();
     let (srv, port) = server(&["--mode", "close-now", "--count", &count, "--linger", "120"]);
-    let holder = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--mode",
-            "hold",
-            "--count",
-            &count,
-            "--hold",
-            "120",
-        ],
-    );
+    let holder = holding_client(port, STUCK, 120);
     holder.expect("done", Duration::from_secs(60));
     // The churn's server: reads to EOF, then closes (graceful endings).
     let churn_count = CHURN.to_string();

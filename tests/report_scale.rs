@@ -55,19 +55,7 @@ fn hundreds_of_sockets_read_as_one_group() {
         "--linger",
         "60",
     ]);
-    let cli = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--mode",
-            "hold",
-            "--count",
-            &SOCKETS.to_string(),
-            "--hold",
-            "60",
-        ],
-    );
+    let cli = holding_client(port, SOCKETS, 60);
     cli.expect("done", Duration::from_secs(30));
     let locals: HashSet<u16> = cli
         .seen

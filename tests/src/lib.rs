@@ -258,6 +258,25 @@ pub fn closing_client(port: u16, count: usize, close_delay_ms: u64, extra: &[&st
     peer("client", &args)
 }
 
+/// A python client making `count` connections to 127.0.0.1:`port` and
+/// holding each open for `hold_secs` seconds.
+pub fn holding_client(port: u16, count: usize, hold_secs: u64) -> Proc {
+    let (addr, count, hold) = (v4(port), count.to_string(), hold_secs.to_string());
+    peer(
+        "client",
+        &[
+            "--connect",
+            &addr,
+            "--mode",
+            "hold",
+            "--count",
+            &count,
+            "--hold",
+            &hold,
+        ],
+    )
+}
+
 /// Starts a server and returns it with its port.
 pub fn server(args: &[&str]) -> (Proc, u16) {
     let p = peer("server", args);
