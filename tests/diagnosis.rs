@@ -595,21 +595,7 @@ fn blocked_workers_are_shown_asleep_in_pipe_write() {
         .unwrap();
     let tracer = Tracer::start(&["-L", &port.to_string(), "--threshold", "1s"]);
     let t0 = Instant::now();
-    let cli = peer(
-        "client",
-        &[
-            "--connect",
-            &format!("127.0.0.1:{port}"),
-            "--count",
-            &WORKERS.to_string(),
-            "--data",
-            REQUEST,
-        ],
-    );
-    let accepted: Vec<(u32, String, String)> = (0..WORKERS)
-        .map(|_| parse_accepted(&srv.expect("accepted", SECS10)))
-        .collect();
-    cli.expect("done", SECS10);
+    let (_cli, accepted) = requests(&srv, port, WORKERS, REQUEST);
     // Every worker asleep writing to the full pipe.
     let pid = srv.pid();
     wait_for("workers blocked in pipe_write", SECS10, || {

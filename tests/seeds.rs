@@ -485,21 +485,7 @@ fn seed002_ten_workers_blocked_on_stderr_while_main_thread_accepts() {
     let tracer = Tracer::start(&["-L", &port.to_string(), "--threshold", "1s"]);
     let t0 = Instant::now();
     let n = WORKERS + EXTRA;
-    let cli = peer(
-        "client",
-        &[
-            "--connect",
-            &v4(port),
-            "--count",
-            &n.to_string(),
-            "--data",
-            REQUEST,
-        ],
-    );
-    let accepted: Vec<(u32, String, String)> = (0..n)
-        .map(|_| parse_accepted(&app.expect("accepted", SECS10)))
-        .collect();
-    cli.expect("done", SECS10);
+    let (_cli, accepted) = requests(&app, port, n, REQUEST);
     let pid = app.pid();
     let wchans = || -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/task"))

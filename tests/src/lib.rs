@@ -277,6 +277,27 @@ pub fn holding_client(port: u16, count: usize, hold_secs: u64) -> Proc {
     )
 }
 
+/// A python client sending `data` on each of `count` connections to
+/// `srv` on 127.0.0.1:`port`; waits until `srv` accepted them all and the
+/// client is done. Returns the client and the accepted (fd, local, remote).
+pub fn requests(
+    srv: &Proc,
+    port: u16,
+    count: usize,
+    data: &str,
+) -> (Proc, Vec<(u32, String, String)>) {
+    let (addr, n) = (v4(port), count.to_string());
+    let cli = peer(
+        "client",
+        &["--connect", &addr, "--count", &n, "--data", data],
+    );
+    let accepted = (0..count)
+        .map(|_| parse_accepted(&srv.expect("accepted", Duration::from_secs(10))))
+        .collect();
+    cli.expect("done", Duration::from_secs(10));
+    (cli, accepted)
+}
+
 /// Starts a server and returns it with its port.
 pub fn server(args: &[&str]) -> (Proc, u16) {
     let p = peer("server", args);
