@@ -14,6 +14,7 @@
 #![no_main]
 
 mod close_hook;
+mod filter_only;
 
 use aya_ebpf::{
     helpers::{

@@ -88,6 +88,11 @@ const APT_PACKAGES: &[&str] = &[
     "apache2",
     // The deploy test parses deploy/close-wait.yaml with an independent parser.
     "python3-yaml",
+    // cargo xtask bench: the load generator, the script users would write
+    // instead, and the per-program and per-map figures.
+    "wrk",
+    "bpftrace",
+    "bpftool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TOOLCHAIN: &str = "debian-bpf";
