@@ -36,7 +36,10 @@ pub mod kind {
     pub const SEND_RESET: u32 = 2;
     /// tcp:tcp_receive_reset on a socket that was tracked in CLOSE_WAIT.
     pub const RECV_RESET: u32 = 3;
-    /// tcp:tcp_destroy_sock on a socket that was tracked in CLOSE_WAIT.
+    /// tcp:tcp_destroy_sock on a socket that was tracked in CLOSE_WAIT (no
+    /// longer sent: the kernel side ends its view of a socket at CLOSE, or
+    /// at tcp_close() after it when tcp_close() is hooked; kept so the
+    /// number is never reused).
     pub const DESTROY: u32 = 4;
     /// tcp_close() (fentry or kprobe) on a socket tracked in CLOSE_WAIT or
     /// past it: the application gave the socket up.
@@ -53,6 +56,11 @@ pub mod flags {
     /// just before, on the same CPU (tcp_reset -> tcp_done), so the peer
     /// reset it. Set for untracked sockets too, whose reset event is not sent.
     pub const RESET_RECEIVED: u32 = 2;
+    /// On CLOSE_WAIT -> CLOSE: no reset was received and the socket carries
+    /// an error other than a reset's (`sk_err`, ETIMEDOUT or an ICMP soft
+    /// error): a timer (retransmission / user timeout, keepalive) gave up on
+    /// the peer. Needs BTF (the offset of `sk_err`).
+    pub const TIMED_OUT: u32 = 4;
 }
 
 /// One event sent through the ring buffer.
@@ -136,7 +144,8 @@ pub mod counter {
     pub const STACK_FAILED: u32 = 4;
     /// Tracepoint record could not be read.
     pub const READ_FAILED: u32 = 5;
-    /// Sockets removed from the CLOSE_WAIT map (tcp_destroy_sock).
+    /// Sockets removed from the CLOSE_WAIT map (at CLOSE, or with tcp_close()
+    /// hooked at the later of CLOSE and tcp_close()).
     /// Entries in the map = inserted - removed, exactly: the map is a plain
     /// hash that never drops an entry by itself.
     pub const SOCK_REMOVED: u32 = 6;
@@ -175,20 +184,64 @@ pub struct OtherOffsets {
     pub send_reset_skaddr: u32,
     /// tcp:tcp_receive_reset `skaddr`.
     pub receive_reset_skaddr: u32,
-    /// tcp:tcp_destroy_sock `skaddr`.
-    pub destroy_skaddr: u32,
-    /// syscalls:sys_enter_connect `fd`.
-    pub connect_fd: u32,
     /// syscalls:sys_exit_accept4 `ret`.
     pub accept4_ret: u32,
     /// syscalls:sys_exit_accept `ret`.
     pub accept_ret: u32,
-    /// syscalls:sys_enter_close `fd`.
-    pub close_fd: u32,
-    /// sched:sched_process_fork `child_pid`.
-    pub fork_child_pid: u32,
 }
-const _: () = assert!(size_of::<OtherOffsets>() == 32);
+const _: () = assert!(size_of::<OtherOffsets>() == 16);
+
+/// The sock:inet_sock_set_state record layout compiled into the classic
+/// program that reads it with direct context loads (a load's offset must be
+/// a compile-time constant). Userspace attaches that program only when the
+/// running kernel's tracefs `format` gives exactly these offsets; otherwise
+/// the program reading through helpers at the offsets passed in.
+pub const STATE_LAYOUT: StateOffsets = StateOffsets {
+    skaddr: 8,
+    oldstate: 16,
+    newstate: 20,
+    sport: 24,
+    dport: 26,
+    family: 28,
+    protocol: 30,
+    saddr: 32,
+    daddr: 36,
+    saddr_v6: 40,
+    daddr_v6: 56,
+    _pad: 0,
+};
+
+/// Offsets (bytes) into `struct sock` (and the `struct inet_sock` that
+/// begins with it) from the running kernel's BTF, for
+/// the raw tracepoint on inet_sock_set_state (its arguments are the sock
+/// and the two states; the other fields are read from the sock, on the rare
+/// paths only). `valid == 0`: no BTF, the raw tracepoint is not used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `sk_protocol` (u16).
+    pub protocol: u32,
+    /// `__sk_common.skc_family` (u16).
+    pub family: u32,
+    /// `inet_sock.inet_sport`: local port, network order (u16). Not
+    /// `skc_num`: tcp_set_state() releases the port (num = 0) before the
+    /// tracepoint on a move to CLOSE; the classic record reads this too.
+    pub sport: u32,
+    /// `__sk_common.skc_dport`: remote port, network order (u16).
+    pub dport: u32,
+    /// `inet_sock.inet_saddr` (IPv4 local, as the classic record has it).
+    pub saddr: u32,
+    /// `__sk_common.skc_daddr` (IPv4 remote).
+    pub daddr: u32,
+    /// `__sk_common.skc_v6_rcv_saddr`.
+    pub v6_rcv_saddr: u32,
+    /// `__sk_common.skc_v6_daddr`.
+    pub v6_daddr: u32,
+    /// `sk_err` (int): set to the error before a timer's tcp_done().
+    pub err: u32,
+    pub valid: u32,
+}
+const _: () = assert!(size_of::<SockOffsets>() == 40);
 
 /// `STACK_MODE` global values (`--stacks`).
 pub mod stack_mode {
@@ -234,4 +287,5 @@ mod pod {
     unsafe impl aya::Pod for super::FdOffsets {}
     unsafe impl aya::Pod for super::StateOffsets {}
     unsafe impl aya::Pod for super::OtherOffsets {}
+    unsafe impl aya::Pod for super::SockOffsets {}
 }

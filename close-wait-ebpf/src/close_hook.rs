@@ -11,45 +11,41 @@
 //! descriptor somewhere.
 //!
 //! Only sockets the CLOSE_WAIT map holds are reported: it keeps a socket
-//! from its entry into CLOSE_WAIT until tcp_destroy_sock, so the close after
-//! a shutdown is seen too. The only field read is the `struct sock *`
-//! argument itself: no offset into it.
+//! from its entry into CLOSE_WAIT until the later of CLOSE and this call,
+//! so the close after a shutdown is seen too. The only field read is the
+//! `struct sock *` argument itself: no offset into it.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
-use close_wait_common::{flags, kind, Event};
+use close_wait_common::{flags, kind};
 
-use crate::{comm, emit, netns_of, SOCKS};
+use crate::{count_removed, emit, new_event, SEEN_CLOSE, SEEN_DONE, SOCKS};
 
 #[inline(always)]
 fn on_tcp_close(skaddr: u64) {
-    let entered_ns = match unsafe { SOCKS.get(&skaddr) } {
-        Some(t) => *t,
-        None => return,
+    let Some(e) = SOCKS.get_ptr_mut(&skaddr) else {
+        return;
     };
-    let ev = Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+    let e = unsafe { &mut *e };
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(&new_event(
+        kind::CLOSE,
         skaddr,
-        pid_tgid: bpf_get_current_pid_tgid(),
-        entered_ns,
-        kind: kind::CLOSE,
-        flags: flags::TRACKED,
-        oldstate: 0,
-        newstate: 0,
-        family: 0,
-        sport: 0,
-        dport: 0,
-        _pad0: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        comm: comm(),
-        _pad1: 0,
-        netns: netns_of(skaddr),
-    };
-    emit(&ev);
+        now,
+        e.entered_ns,
+        flags::TRACKED,
+    ));
+    if e.seen & SEEN_DONE != 0 {
+        // Already in CLOSE (shut down, then the peer's last ACK).
+        if SOCKS.remove(&skaddr).is_ok() {
+            count_removed();
+        }
+    } else {
+        e.seen |= SEEN_CLOSE;
+    }
 }
 
 /// `void tcp_close(struct sock *sk, long timeout)`, BTF-typed entry.

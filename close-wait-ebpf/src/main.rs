@@ -1,8 +1,15 @@
 //! Kernel side of close-wait, built around the socket (its kernel address),
 //! not the file descriptor.
 //!
-//! Every program is a classic tracepoint (kprobes and fentry are not available
-//! on every kernel close-wait runs on). No `syscalls:*` tracepoint is attached
+//! The state hook is one of three programs, the first that loads and
+//! attaches (userspace probes them): a raw tracepoint on inet_sock_set_state
+//! (states from its arguments, the sock's fields at BTF offsets read only on
+//! the rare paths), the classic tracepoint read with direct context loads
+//! (record layout as compiled in), or read with helpers at the offsets of
+//! the running kernel's `format`. The other hooks are classic tracepoints,
+//! and tcp_close() through fentry or kprobe where the kernel allows it
+//! (close_hook.rs). No socket destroy is hooked: a socket's kernel-side
+//! entry ends at CLOSE. No `syscalls:*` tracepoint is attached
 //! by default (enabling any sends every syscall of every task through the
 //! slow path): the origin of a connected socket is taken where it goes
 //! CLOSE -> SYN_SENT, inside connect() in the caller's context; accept()
@@ -21,14 +28,14 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::TracePointContext,
-    Global,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext, Global,
 };
 use close_wait_common::{
     counter, flags, kind, origin, stack_mode, tcp_state, Event, FdOffsets, NetnsOffsets,
-    OtherOffsets, SockOrigin, StateOffsets, AF_INET, IPPROTO_TCP,
+    OtherOffsets, SockOffsets, SockOrigin, StateOffsets, AF_INET, IPPROTO_TCP, STATE_LAYOUT,
 };
 
 #[unsafe(no_mangle)]
@@ -50,12 +57,23 @@ static STATE_OFF: Global<StateOffsets> = Global::new(StateOffsets {
 static OTHER_OFF: Global<OtherOffsets> = Global::new(OtherOffsets {
     send_reset_skaddr: 0,
     receive_reset_skaddr: 0,
-    destroy_skaddr: 0,
-    connect_fd: 0,
     accept4_ret: 0,
     accept_ret: 0,
-    close_fd: 0,
-    fork_child_pid: 0,
+});
+/// Offsets into `struct sock` from BTF, for the raw tracepoint (and
+/// `sk_err` for the classic one too); zeros without BTF.
+#[unsafe(no_mangle)]
+static SOCK_OFF: Global<SockOffsets> = Global::new(SockOffsets {
+    protocol: 0,
+    family: 0,
+    sport: 0,
+    dport: 0,
+    saddr: 0,
+    daddr: 0,
+    v6_rcv_saddr: 0,
+    v6_daddr: 0,
+    err: 0,
+    valid: 0,
 });
 /// Where a sock's network namespace inode is (from BTF); zero when unknown.
 #[unsafe(no_mangle)]
@@ -84,12 +102,14 @@ static FILTER_DPORT: Global<u8> = Global::new(0);
 static STACK_MODE: Global<u8> = Global::new(stack_mode::USER);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
-/// Sockets seen entering CLOSE_WAIT -> entry time; removed on tcp_destroy_sock.
-/// A plain hash, allocated as used (only CLOSE_WAIT sockets enter it): it
+/// Sockets seen entering CLOSE_WAIT -> entry time; removed when the socket
+/// reaches CLOSE (with tcp_close() hooked: at the later of CLOSE and
+/// tcp_close(), so the close() after a shutdown() is seen). A plain hash, allocated as used (only CLOSE_WAIT sockets enter it): it
 /// never drops an entry behind our back, so inserted - removed is exactly
 /// its size, and an insert refused when full is counted as an eviction.
 #[map]
-static SOCKS: HashMap<u64, u64> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+pub(crate) static SOCKS: HashMap<u64, SockEntry> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 /// Socket kernel address -> the connect() (or, with `--accept-stacks`, the
 /// accept()) that made it. Filled on CLOSE -> SYN_SENT, emptied when the
 /// socket reaches CLOSE: only live connections are in it, so its size is the
@@ -114,12 +134,44 @@ static DPORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
 #[map]
 static RESET_MARK: PerCpuArray<ResetMark> = PerCpuArray::with_max_entries(1, 0);
 
+/// The last CLOSE_WAIT -> CLOSE on this CPU: a tcp_send_reset right after
+/// it for the same socket is the reset close() sent (unread data).
+#[map]
+static CLOSE_MARK: PerCpuArray<CloseMark> = PerCpuArray::with_max_entries(1, 0);
+/// Entry 0 is 1 when a tcp_close() program is attached (written by
+/// userspace after attaching it).
+#[map]
+static CLOSE_HOOKED: Array<u32> = Array::with_max_entries(1, 0);
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ResetMark {
     skaddr: u64,
     ts_ns: u64,
 }
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CloseMark {
+    skaddr: u64,
+    ts_ns: u64,
+    entered_ns: u64,
+}
+
+/// A `SOCKS` value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SockEntry {
+    /// Monotonic time of the CLOSE_WAIT entry.
+    pub(crate) entered_ns: u64,
+    /// `SEEN_CLOSE` | `SEEN_DONE`.
+    pub(crate) seen: u64,
+}
+
+/// tcp_close() came (hooked).
+pub(crate) const SEEN_CLOSE: u64 = 1;
+/// The socket reached CLOSE.
+pub(crate) const SEEN_DONE: u64 = 2;
 
 /// Stack id stored when `--stacks` said not to take one (-ENOENT).
 const NOT_TAKEN: i32 = -2;
@@ -132,6 +184,8 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_F_NO_COMMON_LRU: u32 = 2;
 const BPF_NOEXIST: u64 = 1;
 const E2BIG: i32 = 7;
+const EPIPE: i32 = 32;
+const ECONNRESET: i32 = 104;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -147,6 +201,11 @@ fn count(idx: u32) {
 }
 
 #[inline(always)]
+pub(crate) fn count_removed() {
+    count(counter::SOCK_REMOVED);
+}
+
+#[inline(always)]
 fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
     unsafe { ctx.read_at::<T>(off as usize) }.map_err(|_| {
         count(counter::READ_FAILED);
@@ -157,7 +216,7 @@ fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
 /// Network namespace inode of the socket at `skaddr`, 0 when unknown.
 /// Two kernel reads; only on CLOSE_WAIT events, never per state change.
 #[inline(always)]
-fn netns_of(skaddr: u64) -> u32 {
+pub(crate) fn netns_of(skaddr: u64) -> u32 {
     let off = NETNS_OFF.load();
     if off.skc_net == 0 {
         return 0;
@@ -189,7 +248,7 @@ fn comm() -> [u8; 16] {
 }
 
 #[inline(always)]
-fn emit(ev: &Event) {
+pub(crate) fn emit(ev: &Event) {
     // Wake userspace only once a batch is waiting: one wake-up per event
     // costs more than the event itself under connection churn. Userspace
     // also drains on a short timer, so a lone event waits at most that long.
@@ -203,49 +262,284 @@ fn emit(ev: &Event) {
     }
 }
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
+/// What the state handler needs from the hook it runs under: the classic
+/// tracepoint's record or, for the raw tracepoint, the sock itself at BTF
+/// offsets. Only the states are read on every hit; the rest on the rare
+/// paths (CLOSE_WAIT entry and exit, CLOSE -> SYN_SENT).
+trait StateSource {
+    fn skaddr(&self) -> Result<u64, i64>;
+    /// The record's protocol filter, for the raw tracepoint a sock read.
+    fn is_tcp(&self) -> Result<bool, i64>;
+    /// (local, remote) ports, host order.
+    fn ports(&self) -> Result<(u16, u16), i64>;
+    /// Remote port, host order.
+    fn dport(&self) -> Result<u16, i64>;
+    fn family(&self) -> Result<u16, i64>;
+    /// (local, remote) addresses; IPv4 in the first four bytes.
+    fn addrs(&self, family: u16) -> Result<([u8; 16], [u8; 16]), i64>;
+}
+
+/// Classic tracepoint, fields read with helpers at the offsets from the
+/// running kernel's tracefs `format`.
+struct TpHelper<'a>(&'a TracePointContext);
+
+impl StateSource for TpHelper<'_> {
+    #[inline(always)]
+    fn skaddr(&self) -> Result<u64, i64> {
+        read(self.0, STATE_OFF.load().skaddr)
+    }
+    #[inline(always)]
+    fn is_tcp(&self) -> Result<bool, i64> {
+        Ok(read::<u16>(self.0, STATE_OFF.load().protocol)? == IPPROTO_TCP)
+    }
+    #[inline(always)]
+    fn ports(&self) -> Result<(u16, u16), i64> {
+        let off = STATE_OFF.load();
+        Ok((read(self.0, off.sport)?, read(self.0, off.dport)?))
+    }
+    #[inline(always)]
+    fn dport(&self) -> Result<u16, i64> {
+        read(self.0, STATE_OFF.load().dport)
+    }
+    #[inline(always)]
+    fn family(&self) -> Result<u16, i64> {
+        read(self.0, STATE_OFF.load().family)
+    }
+    #[inline(always)]
+    fn addrs(&self, family: u16) -> Result<([u8; 16], [u8; 16]), i64> {
+        let off = STATE_OFF.load();
+        let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
+        if family == AF_INET {
+            s[..4].copy_from_slice(&read::<[u8; 4]>(self.0, off.saddr)?);
+            d[..4].copy_from_slice(&read::<[u8; 4]>(self.0, off.daddr)?);
+        } else {
+            s = read(self.0, off.saddr_v6)?;
+            d = read(self.0, off.daddr_v6)?;
+        }
+        Ok((s, d))
+    }
+}
+
+/// Classic tracepoint whose record has the layout compiled in
+/// (`STATE_LAYOUT`): direct context loads, no helper call.
+struct TpDirect<'a>(&'a TracePointContext);
+
+/// A load from the tracepoint record at a constant offset (the verifier
+/// takes only constant offsets from the context pointer).
+macro_rules! ctx_load {
+    ($ctx:expr, $t:ty, $field:ident) => {
+        unsafe {
+            core::ptr::read_volatile(
+                ($ctx.as_ptr() as *const u8).add(STATE_LAYOUT.$field as usize) as *const $t,
+            )
+        }
+    };
+}
+
+impl StateSource for TpDirect<'_> {
+    #[inline(always)]
+    fn skaddr(&self) -> Result<u64, i64> {
+        Ok(ctx_load!(self.0, u64, skaddr))
+    }
+    #[inline(always)]
+    fn is_tcp(&self) -> Result<bool, i64> {
+        Ok(ctx_load!(self.0, u16, protocol) == IPPROTO_TCP)
+    }
+    #[inline(always)]
+    fn ports(&self) -> Result<(u16, u16), i64> {
+        Ok((ctx_load!(self.0, u16, sport), ctx_load!(self.0, u16, dport)))
+    }
+    #[inline(always)]
+    fn dport(&self) -> Result<u16, i64> {
+        Ok(ctx_load!(self.0, u16, dport))
+    }
+    #[inline(always)]
+    fn family(&self) -> Result<u16, i64> {
+        Ok(ctx_load!(self.0, u16, family))
+    }
+    #[inline(always)]
+    fn addrs(&self, family: u16) -> Result<([u8; 16], [u8; 16]), i64> {
+        let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
+        if family == AF_INET {
+            s[..4].copy_from_slice(&ctx_load!(self.0, u32, saddr).to_ne_bytes());
+            d[..4].copy_from_slice(&ctx_load!(self.0, u32, daddr).to_ne_bytes());
+        } else {
+            let s0: u64 = unsafe {
+                core::ptr::read_volatile(
+                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.saddr_v6 as usize)
+                        as *const u64,
+                )
+            };
+            let s1: u64 = unsafe {
+                core::ptr::read_volatile(
+                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.saddr_v6 as usize + 8)
+                        as *const u64,
+                )
+            };
+            let d0: u64 = unsafe {
+                core::ptr::read_volatile(
+                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.daddr_v6 as usize)
+                        as *const u64,
+                )
+            };
+            let d1: u64 = unsafe {
+                core::ptr::read_volatile(
+                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.daddr_v6 as usize + 8)
+                        as *const u64,
+                )
+            };
+            s[..8].copy_from_slice(&s0.to_ne_bytes());
+            s[8..].copy_from_slice(&s1.to_ne_bytes());
+            d[..8].copy_from_slice(&d0.to_ne_bytes());
+            d[8..].copy_from_slice(&d1.to_ne_bytes());
+        }
+        Ok((s, d))
+    }
+}
+
+/// Raw tracepoint: the sock from the arguments, its fields read at the
+/// running kernel's BTF offsets (`SOCK_OFF`).
+struct RawSock(u64);
+
+impl RawSock {
+    #[inline(always)]
+    fn field<T>(&self, off: u32) -> Result<T, i64> {
+        unsafe { bpf_probe_read_kernel((self.0 + off as u64) as *const T) }.map_err(|e| {
+            count(counter::READ_FAILED);
+            e as i64
+        })
+    }
+}
+
+impl StateSource for RawSock {
+    #[inline(always)]
+    fn skaddr(&self) -> Result<u64, i64> {
+        Ok(self.0)
+    }
+    #[inline(always)]
+    fn is_tcp(&self) -> Result<bool, i64> {
+        Ok(self.field::<u16>(SOCK_OFF.load().protocol)? == IPPROTO_TCP)
+    }
+    #[inline(always)]
+    fn ports(&self) -> Result<(u16, u16), i64> {
+        let off = SOCK_OFF.load();
+        Ok((
+            u16::from_be(self.field(off.sport)?),
+            u16::from_be(self.field(off.dport)?),
+        ))
+    }
+    #[inline(always)]
+    fn dport(&self) -> Result<u16, i64> {
+        Ok(u16::from_be(self.field(SOCK_OFF.load().dport)?))
+    }
+    #[inline(always)]
+    fn family(&self) -> Result<u16, i64> {
+        self.field(SOCK_OFF.load().family)
+    }
+    #[inline(always)]
+    fn addrs(&self, family: u16) -> Result<([u8; 16], [u8; 16]), i64> {
+        let off = SOCK_OFF.load();
+        let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
+        if family == AF_INET {
+            s[..4].copy_from_slice(&self.field::<[u8; 4]>(off.saddr)?);
+            d[..4].copy_from_slice(&self.field::<[u8; 4]>(off.daddr)?);
+        } else {
+            s = self.field(off.v6_rcv_saddr)?;
+            d = self.field(off.v6_daddr)?;
+        }
+        Ok((s, d))
+    }
+}
+
+/// `raw_tp/inet_sock_set_state(const struct sock *sk, int oldstate, int
+/// newstate)`: the states straight from the arguments, no record filled.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let oldstate: u64 = ctx.arg(1);
+    let newstate: u64 = ctx.arg(2);
+    let _ = on_state(&ctx, &RawSock(sk), oldstate as i32, newstate as i32);
     0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = STATE_OFF.load();
-    let protocol: u16 = read(ctx, off.protocol)?;
-    if protocol != IPPROTO_TCP {
-        return Ok(());
+/// Classic tracepoint with the record layout compiled in.
+#[tracepoint]
+pub fn inet_sock_set_state_direct(ctx: TracePointContext) -> u32 {
+    let src = TpDirect(&ctx);
+    if let Ok(true) = src.is_tcp() {
+        let oldstate = ctx_load!(ctx, i32, oldstate);
+        let newstate = ctx_load!(ctx, i32, newstate);
+        let _ = on_state(&ctx, &src, oldstate, newstate);
     }
-    let oldstate: i32 = read(ctx, off.oldstate)?;
-    let newstate: i32 = read(ctx, off.newstate)?;
+    0
+}
+
+/// Classic tracepoint, any record layout (helper reads).
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let src = TpHelper(&ctx);
+    let off = STATE_OFF.load();
+    if let (Ok(true), Ok(oldstate), Ok(newstate)) = (
+        src.is_tcp(),
+        read::<i32>(&ctx, off.oldstate),
+        read::<i32>(&ctx, off.newstate),
+    ) {
+        let _ = on_state(&ctx, &src, oldstate, newstate);
+    }
+    0
+}
+
+/// The classic programs filter the protocol from the record before this
+/// (a load); the raw tracepoint only on the rare paths (a sock read).
+#[inline(always)]
+fn on_state<C: EbpfContext, S: StateSource>(
+    ctx: &C,
+    src: &S,
+    oldstate: i32,
+    newstate: i32,
+) -> Result<(), i64> {
     let cw = tcp_state::CLOSE_WAIT as i32;
+    let close = tcp_state::CLOSE as i32;
     if oldstate != cw && newstate != cw {
-        if newstate == tcp_state::SYN_SENT as i32 && oldstate == tcp_state::CLOSE as i32 {
-            let skaddr: u64 = read(ctx, off.skaddr)?;
-            on_connect(ctx, skaddr);
-        } else if newstate == tcp_state::CLOSE as i32 {
+        if newstate == tcp_state::SYN_SENT as i32 && oldstate == close {
+            if src.is_tcp()? {
+                // The remote port is set by now (the local one is not, yet).
+                on_connect(ctx, src.skaddr()?, src.dport()?);
+            }
+        } else if newstate == close {
             // The socket is done: its address may be reused by the next
             // socket allocated, which must not inherit this origin.
-            let skaddr: u64 = read(ctx, off.skaddr)?;
+            let skaddr = src.skaddr()?;
             forget_origin(skaddr);
+            if oldstate == tcp_state::LAST_ACK as i32 {
+                // Only a socket that was in CLOSE_WAIT gets here.
+                sock_done(skaddr);
+            }
         }
         return Ok(());
     }
-    let skaddr: u64 = read(ctx, off.skaddr)?;
-    if newstate == tcp_state::CLOSE as i32 {
+    if !src.is_tcp()? {
+        return Ok(());
+    }
+    let skaddr = src.skaddr()?;
+    if newstate == close {
         forget_origin(skaddr);
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let mut ev_flags = 0u32;
     let mut entered_ns = 0u64;
+    let (sport, dport) = src.ports()?;
     if newstate == cw {
-        let sport: u16 = read(ctx, off.sport)?;
-        let dport: u16 = read(ctx, off.dport)?;
         if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
             || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
         {
             return Ok(());
         }
-        match SOCKS.insert(&skaddr, &now, BPF_NOEXIST) {
+        let entry = SockEntry {
+            entered_ns: now,
+            seen: 0,
+        };
+        match SOCKS.insert(&skaddr, &entry, BPF_NOEXIST) {
             Ok(()) => {
                 ev_flags |= flags::TRACKED;
                 entered_ns = now;
@@ -257,7 +551,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 // possible; keep the first time) or no memory.
                 if let Some(t) = unsafe { SOCKS.get(&skaddr) } {
                     ev_flags |= flags::TRACKED;
-                    entered_ns = *t;
+                    entered_ns = t.entered_ns;
                 } else {
                     count(counter::SOCK_INSERT_FAILED);
                 }
@@ -265,19 +559,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
     } else if let Some(t) = unsafe { SOCKS.get(&skaddr) } {
         ev_flags |= flags::TRACKED;
-        entered_ns = *t;
-    } else if FILTER_LPORT.load() != 0 || FILTER_DPORT.load() != 0 {
+        entered_ns = t.entered_ns;
+    } else if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
+        || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
+    {
         // Filtered out at entry (or entered before attach): only keep it
         // when its ports pass.
-        let sport: u16 = read(ctx, off.sport)?;
-        let dport: u16 = read(ctx, off.dport)?;
-        if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
-            || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
-        {
-            return Ok(());
-        }
+        return Ok(());
     }
-    if oldstate == cw && newstate == tcp_state::CLOSE as i32 {
+    if oldstate == cw && newstate == close {
         if let Some(m) = RESET_MARK.get_ptr_mut(0) {
             let m = unsafe { &mut *m };
             if m.skaddr == skaddr && now.wrapping_sub(m.ts_ns) < RESET_MARK_MAX_AGE_NS {
@@ -285,57 +575,81 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 m.skaddr = 0;
             }
         }
+        if ev_flags & flags::RESET_RECEIVED == 0 && timed_out(skaddr) {
+            ev_flags |= flags::TIMED_OUT;
+        }
+        // A reset sent right after (close() with unread data) is this
+        // socket's, on this CPU.
+        if let Some(m) = CLOSE_MARK.get_ptr_mut(0) {
+            unsafe {
+                *m = CloseMark {
+                    skaddr,
+                    ts_ns: now,
+                    entered_ns,
+                }
+            };
+        }
+        sock_done(skaddr);
     }
-    let family: u16 = read(ctx, off.family)?;
-    let mut ev = Event {
-        ts_ns: now,
-        skaddr,
-        pid_tgid: bpf_get_current_pid_tgid(),
-        entered_ns,
-        kind: kind::STATE,
-        flags: ev_flags,
-        oldstate: oldstate as u8,
-        newstate: newstate as u8,
-        family,
-        sport: read(ctx, off.sport)?,
-        dport: read(ctx, off.dport)?,
-        _pad0: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        comm: comm(),
-        _pad1: 0,
-        netns: netns_of(skaddr),
-    };
-    if family == AF_INET {
-        let s: [u8; 4] = read(ctx, off.saddr)?;
-        let d: [u8; 4] = read(ctx, off.daddr)?;
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
-    } else {
-        ev.saddr = read(ctx, off.saddr_v6)?;
-        ev.daddr = read(ctx, off.daddr_v6)?;
-    }
+    let family = src.family()?;
+    let mut ev = new_event(kind::STATE, skaddr, now, entered_ns, ev_flags);
+    ev.oldstate = oldstate as u8;
+    ev.newstate = newstate as u8;
+    ev.family = family;
+    ev.sport = sport;
+    ev.dport = dport;
+    (ev.saddr, ev.daddr) = src.addrs(family)?;
     emit(&ev);
     Ok(())
 }
 
-/// Reset and destroy events matter only for sockets tracked in CLOSE_WAIT.
-fn sock_event(ctx: &TracePointContext, skaddr_off: u32, ev_kind: u32) -> Result<(), i64> {
-    let skaddr: u64 = read(ctx, skaddr_off)?;
-    let entered_ns = match unsafe { SOCKS.get(&skaddr) } {
-        Some(t) => *t,
-        None => return Ok(()),
+/// A CLOSE_WAIT -> CLOSE without a reset received: a timer gave up when
+/// the socket carries an error (tcp_write_err() sets `sk_err` to ETIMEDOUT
+/// or the soft error before tcp_done()); close() and a reset leave none
+/// or theirs (EPIPE, ECONNRESET). False when BTF is missing.
+#[inline(always)]
+fn timed_out(skaddr: u64) -> bool {
+    let off = SOCK_OFF.load();
+    if off.err == 0 {
+        return false;
+    }
+    match unsafe { bpf_probe_read_kernel((skaddr + off.err as u64) as *const i32) } {
+        Ok(e) => e != 0 && e != EPIPE && e != ECONNRESET,
+        Err(_) => {
+            count(counter::READ_FAILED);
+            false
+        }
+    }
+}
+
+/// The socket reached CLOSE (from CLOSE_WAIT or LAST_ACK): its CLOSE_WAIT
+/// map entry goes, unless tcp_close() is hooked and has not come yet (a
+/// socket shut down and closed later): then tcp_close() removes it.
+#[inline(always)]
+fn sock_done(skaddr: u64) {
+    let Some(e) = SOCKS.get_ptr_mut(&skaddr) else {
+        return;
     };
-    if ev_kind == kind::DESTROY && SOCKS.remove(&skaddr).is_ok() {
+    let e = unsafe { &mut *e };
+    let hooked = CLOSE_HOOKED.get(0).is_some_and(|h| *h != 0);
+    if hooked && e.seen & SEEN_CLOSE == 0 {
+        e.seen |= SEEN_DONE;
+    } else if SOCKS.remove(&skaddr).is_ok() {
         count(counter::SOCK_REMOVED);
     }
-    let ev = Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+}
+
+/// An event of `kind` about `skaddr` by the task on CPU, without states,
+/// ports or addresses (the state path fills those).
+#[inline(always)]
+pub(crate) fn new_event(kind: u32, skaddr: u64, now: u64, entered_ns: u64, flags: u32) -> Event {
+    Event {
+        ts_ns: now,
         skaddr,
         pid_tgid: bpf_get_current_pid_tgid(),
         entered_ns,
-        kind: ev_kind,
-        flags: flags::TRACKED,
+        kind,
+        flags,
         oldstate: 0,
         newstate: 0,
         family: 0,
@@ -347,17 +661,37 @@ fn sock_event(ctx: &TracePointContext, skaddr_off: u32, ev_kind: u32) -> Result<
         comm: comm(),
         _pad1: 0,
         netns: netns_of(skaddr),
-    };
-    emit(&ev);
-    Ok(())
+    }
 }
 
+/// tcp_close() with unread data moves the socket to CLOSE, then sends the
+/// reset: a reset on this CPU right after a CLOSE_WAIT -> CLOSE is that
+/// socket's. No map look-up per reset.
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = sock_event(&ctx, OTHER_OFF.load().send_reset_skaddr, kind::SEND_RESET);
+    let off = OTHER_OFF.load().send_reset_skaddr;
+    let (Ok(skaddr), Some(m)) = (read::<u64>(&ctx, off), CLOSE_MARK.get_ptr_mut(0)) else {
+        return 0;
+    };
+    let m = unsafe { &mut *m };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if skaddr == 0 || m.skaddr != skaddr || now.wrapping_sub(m.ts_ns) >= RESET_MARK_MAX_AGE_NS {
+        return 0;
+    }
+    m.skaddr = 0;
+    let tracked = if m.entered_ns != 0 { flags::TRACKED } else { 0 };
+    emit(&new_event(
+        kind::SEND_RESET,
+        skaddr,
+        now,
+        m.entered_ns,
+        tracked,
+    ));
     0
 }
 
+/// Marks the reset for the CLOSE_WAIT -> CLOSE that follows on this CPU
+/// (tcp_reset -> tcp_done), which carries it as `RESET_RECEIVED`.
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let off = OTHER_OFF.load().receive_reset_skaddr;
@@ -369,13 +703,6 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
             }
         };
     }
-    let _ = sock_event(&ctx, off, kind::RECV_RESET);
-    0
-}
-
-#[tracepoint]
-pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    let _ = sock_event(&ctx, OTHER_OFF.load().destroy_skaddr, kind::DESTROY);
     0
 }
 
@@ -386,7 +713,7 @@ fn forget_origin(skaddr: u64) {
 
 /// The stacks `--stacks` asks for, in the current task's context.
 #[inline(always)]
-fn take_stacks<C: aya_ebpf::EbpfContext>(ctx: &C) -> (i32, i32) {
+fn take_stacks<C: EbpfContext>(ctx: &C) -> (i32, i32) {
     let mode = STACK_MODE.load();
     if mode == stack_mode::NONE {
         return (NOT_TAKEN, NOT_TAKEN);
@@ -414,7 +741,7 @@ fn take_stacks<C: aya_ebpf::EbpfContext>(ctx: &C) -> (i32, i32) {
 }
 
 #[inline(always)]
-fn record_origin<C: aya_ebpf::EbpfContext>(ctx: &C, skaddr: u64, how: u32, dport: u16) {
+fn record_origin<C: EbpfContext>(ctx: &C, skaddr: u64, how: u32, dport: u16) {
     let (user_stack, kernel_stack) = take_stacks(ctx);
     let value = SockOrigin {
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -433,16 +760,13 @@ fn record_origin<C: aya_ebpf::EbpfContext>(ctx: &C, skaddr: u64, how: u32, dport
 
 /// CLOSE -> SYN_SENT: inside connect() (tcp_v4_connect / tcp_v6_connect),
 /// in the caller's context, so the current task, its user stack and the
-/// kernel stack of the connect path are the socket's origin.
+/// kernel stack of the connect path are the socket's origin. Generic over
+/// the hook's context (classic or raw tracepoint).
 ///
 /// Further per-connect work keyed by the socket (the Python frame walk of
 /// python.rs) is called from here.
 #[inline(always)]
-fn on_connect(ctx: &TracePointContext, skaddr: u64) {
-    // The remote port is set by now (the local one is not, yet).
-    let Ok(dport) = read::<u16>(ctx, STATE_OFF.load().dport) else {
-        return;
-    };
+fn on_connect<C: EbpfContext>(ctx: &C, skaddr: u64, dport: u16) {
     if FILTER_DPORT.load() != 0 && unsafe { DPORTS.get(&dport) }.is_none() {
         return;
     }

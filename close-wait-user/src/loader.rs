@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::{
+    maps::Array,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{FEntry, KProbe, TracePoint},
+    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use close_wait_common::{
-    counter, stack_mode, FdOffsets, NetnsOffsets, OtherOffsets, SockOrigin, StateOffsets,
+    counter, stack_mode, FdOffsets, NetnsOffsets, OtherOffsets, SockOffsets, SockOrigin,
+    StateOffsets, STATE_LAYOUT,
 };
 
 use crate::{
@@ -42,6 +44,27 @@ pub struct Preflight {
     pub other: OtherOffsets,
     /// Where a sock's network namespace inode is; zeros without BTF.
     pub netns: NetnsOffsets,
+    /// The sock fields the raw tracepoint reads; Err (why) without BTF.
+    pub sock: Result<SockOffsets, String>,
+}
+
+/// The `struct sock` offsets the raw state hook reads, from the running
+/// kernel's BTF.
+pub fn sock_offsets() -> Result<SockOffsets, btf::BtfError> {
+    let b = btf::Btf::load()?;
+    let c = |m: &str| b.member_offset("sock", &["__sk_common", m]);
+    Ok(SockOffsets {
+        protocol: b.member_offset("sock", &["sk_protocol"])?,
+        family: c("skc_family")?,
+        sport: b.member_offset("inet_sock", &["inet_sport"])?,
+        dport: c("skc_dport")?,
+        saddr: b.member_offset("inet_sock", &["inet_saddr"])?,
+        daddr: c("skc_daddr")?,
+        v6_rcv_saddr: c("skc_v6_rcv_saddr")?,
+        v6_daddr: c("skc_v6_daddr")?,
+        err: b.member_offset("sock", &["sk_err"])?,
+        valid: 1,
+    })
 }
 
 /// The netns offsets from the running kernel's BTF; zeros (netns unknown,
@@ -95,6 +118,7 @@ pub fn preflight() -> Result<Preflight, PreflightError> {
         state,
         other,
         netns: netns_offsets(),
+        sock: sock_offsets().map_err(|e| e.to_string()),
     })
 }
 
@@ -113,13 +137,16 @@ pub struct LoadOptions {
     pub hooks: Hooks,
 }
 
-/// The tracepoints always attached: (program, category, name).
-pub const HOOKS: [(&str, &str, &str); 4] = [
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+/// The tracepoints always attached besides the state hook: (program,
+/// category, name).
+pub const HOOKS: [(&str, &str, &str); 2] = [
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
-    ("tcp_destroy_sock", "tcp", "tcp_destroy_sock"),
 ];
+
+/// The state hook as the report's `hooks` names it on each path.
+pub const STATE_RAW: &str = "raw_tp:inet_sock_set_state";
+pub const STATE_TP: &str = "sock:inet_sock_set_state";
 
 /// With `--accept-stacks` only: any `syscalls:*` tracepoint sends every
 /// syscall of every task through the slow path.
@@ -135,7 +162,9 @@ static ATTACHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new(
 pub fn hook_names() -> Vec<String> {
     let attached = ATTACHED.lock().map(|a| a.clone()).unwrap_or_default();
     if attached.is_empty() {
-        HOOKS.iter().map(|(_, c, n)| format!("{c}:{n}")).collect()
+        std::iter::once(STATE_TP.to_string())
+            .chain(HOOKS.iter().map(|(_, c, n)| format!("{c}:{n}")))
+            .collect()
     } else {
         attached
     }
@@ -227,10 +256,94 @@ fn attach_close_hook(
     Ok((None, why_not))
 }
 
+/// Loads and attaches the inet_sock_set_state program: the raw tracepoint
+/// where BTF gives the sock's offsets and it loads and attaches (not with
+/// `--hooks tracepoint`, which keeps the classic path testable), else the
+/// classic tracepoint, with direct context loads when the tracefs format is
+/// the layout compiled in and helper reads otherwise. Returns the link, the
+/// hook's name and why the paths before it were not taken.
+fn attach_state_hook(
+    ebpf: &mut Ebpf,
+    pre: &Preflight,
+    hooks: Hooks,
+) -> anyhow::Result<(Box<dyn Send + Sync>, &'static str, Vec<String>)> {
+    let mut why_not = Vec::new();
+    match (&pre.sock, hooks) {
+        (_, Hooks::Tracepoint) => {
+            why_not.push(format!("{STATE_RAW}: not asked for (--hooks tracepoint)"))
+        }
+        (Err(e), _) => why_not.push(format!("{STATE_RAW}: {e}")),
+        (Ok(_), _) => {
+            let tried = (|| -> anyhow::Result<Box<dyn Send + Sync>> {
+                let p: &mut RawTracePoint = ebpf
+                    .program_mut("inet_sock_set_state_raw")
+                    .context("program inet_sock_set_state_raw missing from the eBPF object")?
+                    .try_into()?;
+                p.load().context("loading")?;
+                match p.attach("inet_sock_set_state") {
+                    Ok(link) => Ok(Box::new(p.take_link(link)?)),
+                    Err(e) => {
+                        let _ = p.unload();
+                        Err(anyhow::Error::from(e).context("attaching"))
+                    }
+                }
+            })();
+            match tried {
+                Ok(link) => return Ok((link, STATE_RAW, why_not)),
+                Err(e) => why_not.push(format!("{STATE_RAW}: {e:#}")),
+            }
+        }
+    }
+    let mut progs = Vec::with_capacity(2);
+    if pre.state == STATE_LAYOUT {
+        progs.push("inet_sock_set_state_direct");
+    } else {
+        why_not.push(format!(
+            "{STATE_TP} with direct loads: this kernel's format ({:?}) is not the layout compiled in",
+            pre.state
+        ));
+    }
+    progs.push("inet_sock_set_state");
+    for prog in progs {
+        let tried = (|| -> anyhow::Result<Box<dyn Send + Sync>> {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing from the eBPF object"))?
+                .try_into()?;
+            p.load()
+                .with_context(|| format!("the kernel refused program {prog}"))?;
+            match p.attach("sock", "inet_sock_set_state") {
+                Ok(link) => Ok(Box::new(p.take_link(link)?)),
+                Err(e) => {
+                    let _ = p.unload();
+                    Err(anyhow::Error::from(e).context("attaching to sock:inet_sock_set_state"))
+                }
+            }
+        })();
+        match tried {
+            Ok(link) => {
+                if prog == "inet_sock_set_state_direct" {
+                    log::info!("hooks: {STATE_TP} read with direct context loads");
+                } else {
+                    log::info!("hooks: {STATE_TP} read with helper calls");
+                }
+                return Ok((link, STATE_TP, why_not));
+            }
+            Err(e) if prog == "inet_sock_set_state_direct" => {
+                why_not.push(format!("{STATE_TP} with direct loads: {e:#}"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the helper-read program is always tried last")
+}
+
 /// The loaded and attached programs and their maps.
 pub struct Tracer {
-    /// The attached tracepoints, detached in parallel when dropped.
-    links: Vec<aya::programs::trace_point::TracePointLink>,
+    /// The attached programs' links, detached in parallel when dropped.
+    links: Vec<Box<dyn Send + Sync>>,
+    /// The state hook in use: [`STATE_RAW`] or [`STATE_TP`].
+    pub state_hook: &'static str,
     /// What was attached ("category:name" tracepoints, then the tcp_close
     /// hook, "fentry:tcp_close" or "kprobe:tcp_close").
     pub hooks: Vec<String>,
@@ -353,6 +466,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         .override_global("STATE_OFF", &pre.state, true)
         .override_global("OTHER_OFF", &pre.other, true)
         .override_global("NETNS_OFF", &pre.netns, true)
+        .override_global("SOCK_OFF", &pre.sock.clone().unwrap_or_default(), true)
         .override_global("FILTER_LPORT", &filter_l, true)
         .override_global("FILTER_DPORT", &filter_d, true)
         .override_global("STACK_MODE", &smode, true)
@@ -379,8 +493,15 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
                 .with_context(|| format!("adding port {p} to the {name} filter"))?;
         }
     }
-    let mut links = Vec::with_capacity(HOOKS.len() + ACCEPT_HOOKS.len());
+    let mut links: Vec<Box<dyn Send + Sync>> =
+        Vec::with_capacity(1 + HOOKS.len() + ACCEPT_HOOKS.len());
     let mut attached = Vec::new();
+    let (link, state_hook, why_not) = attach_state_hook(&mut ebpf, pre, opts.hooks)?;
+    for w in &why_not {
+        log::info!("hooks: {w}");
+    }
+    links.push(link);
+    attached.push(state_hook.to_string());
     let extra: &[(&str, &str, &str)] = if opts.accept_stacks {
         &ACCEPT_HOOKS
     } else {
@@ -397,7 +518,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         let link = program
             .attach(category, tp)
             .with_context(|| format!("attaching to tracepoint {category}:{tp}"))?;
-        links.push(program.take_link(link)?);
+        links.push(Box::new(program.take_link(link)?));
         attached.push(format!("{category}:{tp}"));
     }
     if let Ok(mut a) = ATTACHED.lock() {
@@ -407,11 +528,22 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
     for w in &why_not {
         log::info!("hooks: {w}");
     }
+    if close_hook.is_some() {
+        // The state hook keeps a CLOSE_WAIT socket's entry past CLOSE until
+        // its tcp_close(). Set before any tcp_close() event can matter: an
+        // entry removed at CLOSE before this only loses that close event.
+        let mut a: Array<_, u32> = Array::try_from(
+            ebpf.map_mut("CLOSE_HOOKED")
+                .context("map CLOSE_HOOKED missing")?,
+        )?;
+        a.set(0, 1, 0).context("setting CLOSE_HOOKED")?;
+    }
     let mut hooks = hook_names();
     hooks.extend(close_hook.map(|h| format!("{}:{CLOSE_FN}", h.as_str())));
     log::info!("hooks attached: {}", hooks.join(", "));
     let ring: RingBuf<MapData> = map(&mut ebpf, "EVENTS")?;
     let tracer = Tracer {
+        state_hook,
         hooks,
         close_hook,
         counters: map(&mut ebpf, "COUNTERS")?,

@@ -225,33 +225,25 @@ pub fn state_offsets(f: &Format) -> Result<StateOffsets, FormatError> {
 }
 
 /// The formats the other programs need, in the order of `OtherOffsets`.
-pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 8] = [
+pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 4] = [
     ("tcp", "tcp_send_reset", "skaddr", 8),
     ("tcp", "tcp_receive_reset", "skaddr", 8),
-    ("tcp", "tcp_destroy_sock", "skaddr", 8),
-    ("syscalls", "sys_enter_connect", "fd", 8),
     ("syscalls", "sys_exit_accept4", "ret", 8),
     ("syscalls", "sys_exit_accept", "ret", 8),
-    ("syscalls", "sys_enter_close", "fd", 8),
-    ("sched", "sched_process_fork", "child_pid", 4),
 ];
 
 /// Reads every offset the programs need from `tracefs`.
 pub fn read_all(tracefs: &Path) -> Result<(StateOffsets, OtherOffsets), FormatError> {
     let state = state_offsets(&read_format(tracefs, "sock", "inet_sock_set_state")?)?;
-    let mut o = [0u32; 8];
+    let mut o = [0u32; 4];
     for (slot, (cat, name, field, size)) in o.iter_mut().zip(OTHER_TRACEPOINTS) {
         *slot = read_format(tracefs, cat, name)?.offset(field, size)?;
     }
     let other = OtherOffsets {
         send_reset_skaddr: o[0],
         receive_reset_skaddr: o[1],
-        destroy_skaddr: o[2],
-        connect_fd: o[3],
-        accept4_ret: o[4],
-        accept_ret: o[5],
-        close_fd: o[6],
-        fork_child_pid: o[7],
+        accept4_ret: o[2],
+        accept_ret: o[3],
     };
     Ok((state, other))
 }
@@ -278,6 +270,8 @@ mod tests {
         assert_eq!(o.saddr_v6, 40);
         assert_eq!(o.daddr_v6, 56);
         assert_eq!(f.fields["common_pid"].offset, 4);
+        // The layout the direct-load program is compiled with.
+        assert_eq!(o, close_wait_common::STATE_LAYOUT);
     }
 
     #[test]
