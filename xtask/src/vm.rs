@@ -83,7 +83,8 @@ fn dpkg_installed(p: &str) -> bool {
 }
 
 /// Installs what the runner needs on the host when it is missing.
-fn host_tools() -> Result<PathBuf> {
+/// Returns the PATH vng runs with (the venv's bin and virtiofsd's first).
+fn host_tools() -> Result<String> {
     let missing: Vec<&str> = VM_APT_PACKAGES
         .iter()
         .copied()
@@ -122,7 +123,15 @@ fn host_tools() -> Result<PathBuf> {
             .args(["install", "--locked", "--quiet", VIRTIOFSD, "--root"])
             .arg(&vfs))?;
     }
-    Ok(venv.join("bin"))
+    // vng finds virtiofsd through PATH (then /usr/lib/qemu/virtiofsd, which
+    // on Debian 12 is QEMU 7.2's C daemon: it rejects the flags vng passes,
+    // and vng falls back to uncached 9p), so both directories go first.
+    let path = std::env::var("PATH").unwrap_or_default();
+    Ok(format!(
+        "{}:{}:{path}",
+        venv.join("bin").display(),
+        vfs.join("bin").display()
+    ))
 }
 
 /// The exact image package of a series, from the meta package's dependency
@@ -412,7 +421,7 @@ fn verdicts(
 
 pub fn vm_test(opts: &VmOpts) -> Result<bool> {
     let started = Instant::now();
-    let bin_dir = host_tools()?;
+    let vng_path = host_tools()?;
     let bins = build_tests()?;
     let mut summary: Vec<Line> = Vec::new();
     for k in &opts.kernels {
@@ -458,21 +467,14 @@ pub fn vm_test(opts: &VmOpts) -> Result<bool> {
             );
             let mut cmd = Command::new("timeout");
             cmd.arg("1500")
-                .arg(bin_dir.join("vng"))
+                .arg("vng")
                 .args(["--run"])
                 .arg(&vmlinuz)
                 .args(["--memory", "2G", "--cpus", "2"])
                 .arg(format!("--rwdir={}", results.display()))
                 .arg("--exec")
                 .arg(format!("sh {}", script.display()))
-                .env(
-                    "PATH",
-                    format!(
-                        "{}:{}",
-                        bin_dir.display(),
-                        std::env::var("PATH").unwrap_or_default()
-                    ),
-                )
+                .env("PATH", &vng_path)
                 .stdin(Stdio::null());
             if !opts.kvm {
                 cmd.arg("--disable-kvm");
@@ -482,6 +484,11 @@ pub fn vm_test(opts: &VmOpts) -> Result<bool> {
             log.push_str(&String::from_utf8_lossy(&out.stderr));
         }
         std::fs::write(results.join("console.log"), &log)?;
+        if log.contains("fallback to 9p") {
+            eprintln!(
+                "xtask: warning: vng could not start virtiofsd and shared the root over 9p (slow)"
+            );
+        }
         let secs = t0.elapsed().as_secs();
         eprintln!("xtask: kernel {k}: {secs} s");
         summary.extend(verdicts(k, &results, &opts.hooks, &log, secs));
