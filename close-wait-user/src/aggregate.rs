@@ -208,7 +208,7 @@ impl Aggregator {
         let port = self.ports.of(ep.local, ep.remote);
         let dur = ep.duration_ns();
         // Every closed episode with a known duration is recorded; a peer
-        // reset has no closer, its comm tag is `comm:?`.
+        // reset or a timeout has no closer, its comm tag is `comm:?`.
         let comm = ep.closer.map(|c| c.comm).unwrap_or_default();
         if let Some(d) = dur {
             self.hist.record_closed(comm, port, d / 1000);

@@ -104,6 +104,10 @@ pub struct Record {
     /// CLOSE_WAIT -> CLOSE right after a reset from the peer (the kernel saw
     /// tcp_receive_reset for this socket just before, on the same CPU).
     pub reset_received: bool,
+    /// CLOSE_WAIT -> CLOSE with no reset received and the socket carrying a
+    /// timer's error (`sk_err`): retransmission / user timeout or keepalive
+    /// gave up on the peer (needs BTF on the kernel side).
+    pub timed_out: bool,
     pub oldstate: u8,
     pub newstate: u8,
     /// Local and remote address (state events only).
@@ -143,9 +147,10 @@ pub fn event_line(r: &Record, at: &str) -> Option<String> {
     let (l, rem) = (r.local?, r.remote?);
     let entering = r.newstate == close_wait_common::tcp_state::CLOSE_WAIT;
     // At entry, and at an exit caused by the peer's reset, the task on CPU
-    // is the peer's or softirq's, never the owner: it is not printed as if
+    // is the peer's or softirq's, never the owner, and at an exit by a
+    // kernel timer it is whatever ran on the CPU: it is not printed as if
     // it were.
-    let who = if entering || r.reset_received {
+    let who = if entering || r.reset_received || r.timed_out {
         "-".to_string()
     } else {
         format!("{}/{}", r.pid, r.comm)
@@ -197,6 +202,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         comm: Comm(ev.comm),
         entered_ns: (ev.entered_ns != 0).then_some(ev.entered_ns),
         reset_received: ev.flags & flags::RESET_RECEIVED != 0,
+        timed_out: ev.flags & flags::TIMED_OUT != 0,
         oldstate: ev.oldstate,
         newstate: ev.newstate,
         local,
@@ -288,6 +294,16 @@ mod tests {
         ev.flags = flags::RESET_RECEIVED;
         let r = decode(&encode(&ev)).unwrap();
         assert!(r.reset_received);
+    }
+
+    #[test]
+    fn timed_out_flag() {
+        let mut ev = sample();
+        let r = decode(&encode(&ev)).unwrap();
+        assert!(!r.timed_out);
+        ev.flags = flags::TRACKED | flags::TIMED_OUT;
+        let r = decode(&encode(&ev)).unwrap();
+        assert!(r.timed_out && !r.reset_received);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum Ending {
     Abort,
     /// The peer's reset ended it.
     PeerReset,
+    /// CLOSE_WAIT -> CLOSE by a kernel timer, without a reset received and
+    /// without close(): retransmissions or TCP_USER_TIMEOUT or keepalive gave
+    /// up on a peer that no longer answers.
+    Timeout,
     /// Still in CLOSE_WAIT.
     Open,
 }
@@ -36,6 +40,7 @@ impl Ending {
             Ending::Graceful => "graceful",
             Ending::Abort => "abort",
             Ending::PeerReset => "peer_reset",
+            Ending::Timeout => "timeout",
             Ending::Open => "open",
         }
     }
@@ -53,11 +58,15 @@ pub enum ClosedBy {
     Shutdown,
     /// The peer's reset.
     Reset,
+    /// A kernel timer (retransmission / user timeout, keepalive) gave up on
+    /// the peer: the socket carries the timer's error, no reset came.
+    Timeout,
     /// Left for LAST_ACK with tcp_close() not hooked (tracepoints only):
     /// close() and shutdown() look the same.
     CloseOrShutdown,
-    /// Left for CLOSE without a reset and without tcp_close(): the kernel
-    /// itself (a timeout), or a lost event.
+    /// Left for CLOSE without a reset, without a timer's error and without
+    /// tcp_close() although it is hooked: a lost event (or a timer, on a
+    /// kernel without BTF, where the timer's error cannot be read).
     Unknown,
 }
 
@@ -67,6 +76,7 @@ impl ClosedBy {
             ClosedBy::Close => "close",
             ClosedBy::Shutdown => "shutdown",
             ClosedBy::Reset => "reset",
+            ClosedBy::Timeout => "timeout",
             ClosedBy::CloseOrShutdown => "close_or_shutdown",
             ClosedBy::Unknown => "unknown",
         }
@@ -176,6 +186,10 @@ pub struct Counters {
     pub closed_graceful: u64,
     pub closed_abort: u64,
     pub peer_reset: u64,
+    /// CLOSE_WAIT -> CLOSE by a kernel timer (reports of older versions:
+    /// absent, 0).
+    #[serde(default)]
+    pub closed_timeout: u64,
     /// Events the kernel could not put in the ring buffer.
     pub lost_events: u64,
     /// Sockets pushed out of the kernel's CLOSE_WAIT map (--max-sockets).
@@ -207,7 +221,8 @@ pub struct FinishedEpisode {
     /// Null when the socket entered CLOSE_WAIT before the tracer attached.
     pub duration_ms: Option<f64>,
     pub since_attach: bool,
-    /// The task that closed it (null for peer_reset: softirq context).
+    /// The task that closed it (null for peer_reset and timeout: softirq
+    /// or timer context, never the owner).
     pub closer: Option<Task>,
     /// What ended it (reports of older versions: absent).
     #[serde(default)]

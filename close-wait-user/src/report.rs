@@ -270,11 +270,12 @@ pub fn render(r: &Report, all: bool) -> String {
         );
         let _ = writeln!(
             out,
-            "CLOSE_WAIT entered {}, closed: graceful {} abort {} peer_reset {}; in CLOSE_WAIT now {}, stuck (> {}) {}",
+            "CLOSE_WAIT entered {}, closed: graceful {} abort {} peer_reset {} timeout {}; in CLOSE_WAIT now {}, stuck (> {}) {}",
             c.close_wait_entered,
             c.closed_graceful,
             c.closed_abort,
             c.peer_reset,
+            c.closed_timeout,
             c.close_wait_now,
             fmt_ms(r.threshold_ms as f64),
             c.stuck

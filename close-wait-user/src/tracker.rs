@@ -8,6 +8,10 @@
 //!   with unread data or SO_LINGER 0, followed by tcp_send_reset;
 //! - `peer_reset`: tcp_receive_reset then CLOSE_WAIT -> CLOSE (softirq: the
 //!   task on CPU is not the owner, so no closer is recorded);
+//! - `timeout`: CLOSE_WAIT -> CLOSE with no reset received, no tcp_close()
+//!   seen, and the kernel's timer error on the socket (the kernel side's
+//!   `TIMED_OUT` flag): retransmission / TCP_USER_TIMEOUT or keepalive gave
+//!   up on the peer, in timer (softirq) context, so no closer is recorded;
 //! - `open`: still in CLOSE_WAIT.
 //!
 //! With tcp_close() hooked (fentry or kprobe, [`Tracker::set_close_hooked`])
@@ -173,6 +177,7 @@ pub struct Counters {
     pub closed_graceful: u64,
     pub closed_abort: u64,
     pub peer_reset: u64,
+    pub closed_timeout: u64,
     /// Exits from CLOSE_WAIT of sockets whose entry was not seen (they entered
     /// before the tracer attached, or the entry event was lost).
     pub exits_without_entry: u64,
@@ -330,19 +335,25 @@ impl Tracker {
                 r.entered_ns
             }
         };
+        let close_ns = prev.as_ref().and_then(|s| s.close_ns);
         let ending = if r.newstate == LAST_ACK {
             Ending::Graceful
         } else if r.newstate == CLOSE && reset_received {
             Ending::PeerReset
+        } else if r.newstate == CLOSE && r.timed_out && close_ns.is_none() {
+            // A tcp_close() seen before the exit means the owner aborted
+            // (close() with unread data), whatever error the socket held.
+            Ending::Timeout
         } else {
             Ending::Abort
         };
         // The kernel sends tcp_close() only for sockets its map holds
         // (tracked): for the others its absence says nothing.
         let hooked = self.close_hooked && r.entered_ns.is_some() && prev.is_some();
-        let close_ns = prev.as_ref().and_then(|s| s.close_ns);
         let closed_by = if ending == Ending::PeerReset {
             ClosedBy::Reset
+        } else if ending == Ending::Timeout {
+            ClosedBy::Timeout
         } else if close_ns.is_some() {
             ClosedBy::Close
         } else if !hooked {
@@ -360,9 +371,12 @@ impl Tracker {
             Ending::Graceful => self.counters.closed_graceful += 1,
             Ending::Abort => self.counters.closed_abort += 1,
             Ending::PeerReset => self.counters.peer_reset += 1,
+            Ending::Timeout => self.counters.closed_timeout += 1,
             Ending::Open => {}
         }
-        let closer = (ending != Ending::PeerReset).then_some(Closer {
+        // After a reset or a timer the task on CPU is not the owner.
+        let owner_on_cpu = !matches!(ending, Ending::PeerReset | Ending::Timeout);
+        let closer = owner_on_cpu.then_some(Closer {
             pid: r.pid,
             tid: r.tid,
             comm: r.comm,
@@ -442,6 +456,7 @@ mod tests {
             comm: Comm::from(format!("p{pid}").as_str()),
             entered_ns: None,
             reset_received: false,
+            timed_out: false,
             oldstate: old,
             newstate: new,
             local: Some("127.0.0.1:8080".parse().unwrap()),
@@ -591,6 +606,63 @@ mod tests {
             .unwrap();
         assert_eq!(ep.ending, Ending::Abort);
         assert_eq!(ep.closer.unwrap().pid, 5);
+    }
+
+    #[test]
+    fn timer_flag_makes_an_exit_a_timeout_without_closer() {
+        // The user timeout fired: CLOSE_WAIT -> CLOSE in timer context, the
+        // task on CPU (here pid 7) is not the owner.
+        let mut t = Tracker::new(16);
+        t.on_record(&state(10, 1, ESTABLISHED, CLOSE_WAIT, 1));
+        let mut r = state(1_010, 1, CLOSE_WAIT, CLOSE, 7);
+        r.timed_out = true;
+        let ep = t.on_record(&r).episode().unwrap();
+        assert_eq!(ep.ending, Ending::Timeout);
+        assert_eq!(ep.ending.as_str(), "timeout");
+        assert!(ep.closer.is_none(), "{ep:?}");
+        assert_eq!(ep.closed_by, ClosedBy::Timeout);
+        assert_eq!(ep.duration_ns(), Some(1_000));
+        assert_eq!(t.counters.closed_timeout, 1);
+        assert_eq!(t.counters.closed_abort, 0);
+        // Untracked (entered before attach): the flag alone suffices.
+        let mut r = state(2_000, 2, CLOSE_WAIT, CLOSE, 7);
+        r.timed_out = true;
+        let ep = t.on_record(&r).episode().unwrap();
+        assert_eq!((ep.ending, ep.closer), (Ending::Timeout, None));
+        assert_eq!(t.counters.closed_timeout, 2);
+        // Without the flag the same exit is still an abort by the task.
+        t.on_record(&state(3_000, 3, ESTABLISHED, CLOSE_WAIT, 1));
+        let ep = t
+            .on_record(&state(3_010, 3, CLOSE_WAIT, CLOSE, 7))
+            .episode()
+            .unwrap();
+        assert_eq!(ep.ending, Ending::Abort);
+        assert_eq!(ep.closer.unwrap().pid, 7);
+        assert_eq!(t.counters.closed_abort, 1);
+    }
+
+    #[test]
+    fn a_reset_or_a_close_first_wins_over_the_timer_flag() {
+        let mut t = Tracker::new(16);
+        t.set_close_hooked(true);
+        // The peer's reset came first: peer_reset.
+        let mut r = state(10, 1, CLOSE_WAIT, CLOSE, 7);
+        (r.reset_received, r.timed_out) = (true, true);
+        let ep = t.on_record(&r).episode().unwrap();
+        assert_eq!(
+            (ep.ending, ep.closed_by),
+            (Ending::PeerReset, ClosedBy::Reset)
+        );
+        // tcp_close() ran before the exit (close() with unread data on a
+        // socket that held an ICMP error): the owner aborted it.
+        t.on_record(&state(20, 2, ESTABLISHED, CLOSE_WAIT, 1));
+        t.on_record(&other(Kind::Close, 30, 2));
+        let mut r = tracked_exit(31, 2, CLOSE, 5, 20);
+        r.timed_out = true;
+        let ep = t.on_record(&r).episode().unwrap();
+        assert_eq!((ep.ending, ep.closed_by), (Ending::Abort, ClosedBy::Close));
+        assert_eq!(ep.closer.unwrap().pid, 5);
+        assert_eq!(t.counters.closed_timeout, 0);
     }
 
     #[test]

@@ -320,6 +320,7 @@ impl Recording {
             closed_graceful: t.closed_graceful,
             closed_abort: t.closed_abort,
             peer_reset: t.peer_reset,
+            closed_timeout: t.closed_timeout,
             lost_events: kc.ringbuf_lost + kc.recursion_misses + self.decode_errors,
             map_evictions: kc.sock_evicted,
             map_insert_failed: kc.sock_insert_failed,
@@ -401,13 +402,14 @@ impl Recording {
     fn status_line(&self, lost: u64, evicted: u64) {
         let c = &self.tracker.counters;
         stdout::say(&format!(
-            "close-wait: {} in CLOSE_WAIT {} | entered {} | closed graceful {} abort {} peer_reset {} | stuck {} | lost {} | evicted {}",
+            "close-wait: {} in CLOSE_WAIT {} | entered {} | closed graceful {} abort {} peer_reset {} timeout {} | stuck {} | lost {} | evicted {}",
             self.clock.hms(clock::monotonic_ns()),
             self.tracker.open_count(),
             c.close_wait_entered,
             c.closed_graceful,
             c.closed_abort,
             c.peer_reset,
+            c.closed_timeout,
             self.last_stuck,
             lost,
             evicted

@@ -398,6 +398,7 @@ fn summary_html(o: &mut String, r: &Report) {
     counter(o, "closed gracefully", c.closed_graceful, "c-graceful");
     counter(o, "closed by abort", c.closed_abort, "c-abort");
     counter(o, "ended by peer reset", c.peer_reset, "c-peer-reset");
+    counter(o, "ended by a timer", c.closed_timeout, "c-timeout");
     counter(o, "in CLOSE_WAIT now", c.close_wait_now, "c-now");
     counter(
         o,

@@ -12,7 +12,7 @@
 //! | `close_wait_stuck_sockets` | gauge: of those, the ones over the stuck threshold |
 //! | `close_wait_holder_stuck_sockets{comm,container}` | gauge: the stuck ones by holder |
 //! | `close_wait_entered_total` | counter: sockets that entered CLOSE_WAIT |
-//! | `close_wait_closed_total{how}` | counter by `graceful`, `abort`, `peer_reset` |
+//! | `close_wait_closed_total{how}` | counter by `graceful`, `abort`, `peer_reset`, `timeout` |
 //! | `close_wait_lost_events_total` | counter: events the kernel could not deliver |
 //! | `close_wait_map_evictions_total` | counter: tracked sockets evicted from a full map |
 //!
@@ -87,9 +87,10 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Values of the `how` label of `close_wait_closed_total`: how a CLOSE_WAIT
 /// episode ended (the owner closed it, the owner closed it with unread data
-/// and the kernel sent a reset, the peer reset it). Anything else is counted
+/// and the kernel sent a reset, the peer reset it, a kernel timer gave up
+/// on the peer). Anything else is counted
 /// under `other`, so the label set stays bounded.
-pub const CLOSE_HOWS: [&str; 3] = ["graceful", "abort", "peer_reset"];
+pub const CLOSE_HOWS: [&str; 4] = ["graceful", "abort", "peer_reset", "timeout"];
 
 fn how_label(how: &str) -> &'static str {
     CLOSE_HOWS
