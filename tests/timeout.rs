@@ -94,6 +94,32 @@ fn user_timeout_in_close_wait_is_a_timeout_without_closer() {
     ]);
     ip(&["-n", &srv_ns.name, "link", "set", "cwt-s", "up"]);
     ip(&["-n", &cli_ns.name, "link", "set", "cwt-c", "up"]);
+    // The client's MAC as a permanent neighbour: taking the link down then
+    // flushes no ARP entry, so no ARP failure (EHOSTUNREACH) can race the
+    // user timeout; only the retransmission timer ends the socket.
+    let out = Command::new("ip")
+        .args(["-n", &cli_ns.name, "-br", "link", "show", "cwt-c"])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no MAC in {text:?}"))
+        .to_string();
+    ip(&[
+        "-n",
+        &srv_ns.name,
+        "neigh",
+        "replace",
+        CLIENT_ADDR,
+        "lladdr",
+        &mac,
+        "dev",
+        "cwt-s",
+        "nud",
+        "permanent",
+    ]);
 
     let dir = tempdir("timeout");
     let go = dir.join("go");
