@@ -328,9 +328,12 @@ struct TpDirect<'a>(&'a TracePointContext);
 /// takes only constant offsets from the context pointer).
 macro_rules! ctx_load {
     ($ctx:expr, $t:ty, $field:ident) => {
+        ctx_load!($ctx, $t, $field + 0)
+    };
+    ($ctx:expr, $t:ty, $field:ident + $past:expr) => {
         unsafe {
             core::ptr::read_volatile(
-                ($ctx.as_ptr() as *const u8).add(STATE_LAYOUT.$field as usize) as *const $t,
+                ($ctx.as_ptr() as *const u8).add(STATE_LAYOUT.$field as usize + $past) as *const $t,
             )
         }
     };
@@ -364,30 +367,10 @@ impl StateSource for TpDirect<'_> {
             s[..4].copy_from_slice(&ctx_load!(self.0, u32, saddr).to_ne_bytes());
             d[..4].copy_from_slice(&ctx_load!(self.0, u32, daddr).to_ne_bytes());
         } else {
-            let s0: u64 = unsafe {
-                core::ptr::read_volatile(
-                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.saddr_v6 as usize)
-                        as *const u64,
-                )
-            };
-            let s1: u64 = unsafe {
-                core::ptr::read_volatile(
-                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.saddr_v6 as usize + 8)
-                        as *const u64,
-                )
-            };
-            let d0: u64 = unsafe {
-                core::ptr::read_volatile(
-                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.daddr_v6 as usize)
-                        as *const u64,
-                )
-            };
-            let d1: u64 = unsafe {
-                core::ptr::read_volatile(
-                    (self.0.as_ptr() as *const u8).add(STATE_LAYOUT.daddr_v6 as usize + 8)
-                        as *const u64,
-                )
-            };
+            let s0: u64 = ctx_load!(self.0, u64, saddr_v6 + 0);
+            let s1: u64 = ctx_load!(self.0, u64, saddr_v6 + 8);
+            let d0: u64 = ctx_load!(self.0, u64, daddr_v6 + 0);
+            let d1: u64 = ctx_load!(self.0, u64, daddr_v6 + 8);
             s[..8].copy_from_slice(&s0.to_ne_bytes());
             s[8..].copy_from_slice(&s1.to_ne_bytes());
             d[..8].copy_from_slice(&d0.to_ne_bytes());
