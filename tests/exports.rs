@@ -278,21 +278,28 @@ fn stderr_one_line(out: &Output) -> String {
 }
 
 /// A tracer on `port` writing `cw.hlog` and `cw.hgrm` into a temp dir of
-/// its own (returned first) every `interval`.
-fn tracer_with_files(tag: &str, port: u16, interval: &str) -> (TempDir, PathBuf, PathBuf, Tracer) {
+/// its own (returned first) every `interval`, with `extra` flags.
+fn tracer_with_files(
+    tag: &str,
+    port: u16,
+    interval: &str,
+    extra: &[&str],
+) -> (TempDir, PathBuf, PathBuf, Tracer) {
     let out = tempdir(tag);
     let hlog = out.join("cw.hlog");
     let hgrm = out.join("cw.hgrm");
-    let tracer = Tracer::start(&[
+    let port = port.to_string();
+    let mut args = vec![
         "-L",
-        &port.to_string(),
+        &port,
         "--hlog",
         hlog.to_str().unwrap(),
         "--hgrm",
         hgrm.to_str().unwrap(),
-        "--interval",
-        interval,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--interval", interval]);
+    let tracer = Tracer::start(&args);
     (out, hlog, hgrm, tracer)
 }
 
@@ -374,20 +381,8 @@ fn histograms_hold_the_known_close_delays() {
     }
     let delays: Vec<u64> = (1..=20).map(|i| i * 50).collect();
     let (srv, port) = delayed_server(&delays);
-    let out = tempdir("exports-e2e");
-    let hlog = out.join("cw.hlog");
-    let hgrm = out.join("cw.hgrm");
-    let tracer = Tracer::start(&[
-        "-L",
-        &port.to_string(),
-        "--hlog",
-        hlog.to_str().unwrap(),
-        "--hgrm",
-        hgrm.to_str().unwrap(),
-        "--hgrm-per-tag",
-        "--interval",
-        "1s",
-    ]);
+    let (out, hlog, hgrm, tracer) =
+        tracer_with_files("exports-e2e", port, "1s", &["--hgrm-per-tag"]);
     let json_path = tracer.json.clone();
     let tuples = make_episodes(&srv, port, delays.len());
     let fin = stop_ok(tracer);
@@ -722,7 +717,7 @@ fn checkpoints_survive_kill_9() {
     }
     let delays = [100, 200, 300];
     let (srv, port) = delayed_server(&delays);
-    let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-kill", port, "1s");
+    let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-kill", port, "1s", &[]);
     let started = Instant::now();
     let tuples = make_episodes(&srv, port, delays.len());
     // More than two checkpoints after the last episode.
@@ -792,7 +787,7 @@ fn sigterm_flushes_every_output() {
     }
     let delays = [100, 200, 300, 400];
     let (srv, port) = delayed_server(&delays);
-    let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-term", port, "60s");
+    let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-term", port, "60s", &[]);
     let started = Instant::now();
     make_episodes(&srv, port, delays.len());
     // Nothing flushed yet: header only, no JSON, no hgrm.

@@ -8,33 +8,13 @@ use std::{process::Command, time::Duration};
 
 use close_wait_tests::*;
 
-/// `ip ARGS`, which must succeed.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip (iproute2) is needed");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const SERVER_ADDR: &str = "10.251.7.1";
 const CLIENT_ADDR: &str = "10.251.7.2";
 const USER_TIMEOUT_MS: u64 = 1000;
 
 /// tests/helpers/timeout_peer.py ROLE ARGS inside namespace `ns`.
 fn peer_in(ns: &TestNetns, role: &str, args: &[&str]) -> Proc {
-    Proc::spawn(
-        &format!("timeout_peer {role} in {} {args:?}", ns.name),
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name, "python3"])
-            .arg(helper("timeout_peer.py"))
-            .arg(role)
-            .args(args),
-    )
+    ns.python_helper("timeout_peer.py", role, args)
 }
 
 /// A server in `ns` on SERVER_ADDR: (server, port).

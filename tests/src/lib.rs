@@ -568,6 +568,19 @@ pub struct TestNetns {
     pub name: String,
 }
 
+/// `ip ARGS` (iproute2), which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) is needed");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl TestNetns {
     pub fn new(tag: &str) -> TestNetns {
         let name = format!(
@@ -575,17 +588,6 @@ impl TestNetns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .expect("ip (iproute2) is needed");
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         ip(&["netns", "add", &name]);
         let ns = TestNetns { name };
         ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -606,11 +608,16 @@ impl TestNetns {
 
     /// A python peer (see [`peer`]) running inside this namespace.
     pub fn peer(&self, role: &str, args: &[&str]) -> Proc {
+        self.python_helper("peer.py", role, args)
+    }
+
+    /// tests/helpers/SCRIPT ROLE ARGS run by python3 inside this namespace.
+    pub fn python_helper(&self, script: &str, role: &str, args: &[&str]) -> Proc {
         Proc::spawn(
-            &format!("peer {role} in {} {args:?}", self.name),
+            &format!("{script} {role} in {} {args:?}", self.name),
             Command::new("ip")
                 .args(["netns", "exec", &self.name, "python3"])
-                .arg(helper("peer.py"))
+                .arg(helper(script))
                 .arg(role)
                 .args(args),
         )
