@@ -1175,6 +1175,11 @@ fn ring_buffer_loss_points_at_ringbuf_bytes() {
         "a one-page ring buffer lost nothing: {}",
         pretty(c)
     );
+    assert!(
+        c["lost_ringbuf_full"].as_u64().unwrap() > 0,
+        "the loss is not put down to the full ring buffer: {}",
+        pretty(c)
+    );
     let hint = fin
         .stdout
         .lines()

@@ -411,7 +411,7 @@ fn histograms_hold_the_known_close_delays() {
         "{}",
         json["counters"]
     );
-    assert_eq!(json["counters"]["lost_events"], 0);
+    assert_eq!(json["counters"]["lost_events"], 0, "{}", json["counters"]);
 
     // JSON histograms: all, per comm, per port.
     let port_tag = format!("port:{port}");

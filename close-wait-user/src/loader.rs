@@ -356,7 +356,7 @@ pub struct Tracer {
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelCounters {
     pub ringbuf_lost: u64,
     pub sock_insert_failed: u64,
@@ -370,6 +370,9 @@ pub struct KernelCounters {
     /// Runs of our programs the kernel skipped because another program was
     /// running on that CPU (prog info `recursion_misses`): lost events.
     pub recursion_misses: u64,
+    /// The programs those runs belong to, with their misses (only those
+    /// with any).
+    pub missed_by_program: Vec<(String, u64)>,
 }
 
 /// One attached program's kernel-side statistics (`/proc/self/fdinfo` of
@@ -588,12 +591,15 @@ impl Tracer {
         let inserted = sum(counter::SOCK_INSERTED);
         let removed = sum(counter::SOCK_REMOVED);
         let tracked = inserted.saturating_sub(removed);
+        let missed_by_program: Vec<(String, u64)> = self
+            .program_stats()
+            .into_iter()
+            .filter(|p| p.recursion_misses > 0)
+            .map(|p| (p.name, p.recursion_misses))
+            .collect();
         KernelCounters {
-            recursion_misses: self
-                .program_stats()
-                .iter()
-                .map(|p| p.recursion_misses)
-                .sum(),
+            recursion_misses: missed_by_program.iter().map(|(_, n)| n).sum(),
+            missed_by_program,
             ringbuf_lost: sum(counter::RINGBUF_LOST),
             sock_insert_failed: sum(counter::SOCK_INSERT_FAILED),
             sock_evicted: sum(counter::SOCK_EVICTED),

@@ -190,8 +190,21 @@ pub struct Counters {
     /// absent, 0).
     #[serde(default)]
     pub closed_timeout: u64,
-    /// Events the kernel could not put in the ring buffer.
+    /// Events lost: the sum of the three causes below.
     pub lost_events: u64,
+    /// ... because the kernel's ring buffer was full.
+    #[serde(default)]
+    pub lost_ringbuf_full: u64,
+    /// ... because the kernel skipped a run of one of our programs while
+    /// another BPF program ran on that CPU (prog info `recursion_misses`),
+    /// with the programs that missed runs.
+    #[serde(default)]
+    pub lost_skipped_runs: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_runs_by_program: Vec<SkippedRuns>,
+    /// ... because a record could not be decoded.
+    #[serde(default)]
+    pub lost_malformed: u64,
     /// Sockets pushed out of the kernel's CLOSE_WAIT map (--max-sockets).
     pub map_evictions: u64,
     pub map_insert_failed: u64,
@@ -208,6 +221,50 @@ pub struct Counters {
     /// was cut short (SIGINT, SIGTERM) at its time bound.
     #[serde(default)]
     pub uninvestigated: u64,
+}
+
+impl Counters {
+    /// Why events were lost, in words, one clause per cause present (empty
+    /// when none were).
+    pub fn lost_causes(&self) -> String {
+        let mut parts = Vec::new();
+        if self.lost_ringbuf_full > 0 {
+            parts.push(format!(
+                "{} because the ring buffer was full (raise --ringbuf-bytes)",
+                self.lost_ringbuf_full
+            ));
+        }
+        if self.lost_skipped_runs > 0 {
+            let progs: Vec<String> = self
+                .skipped_runs_by_program
+                .iter()
+                .map(|s| format!("{} x{}", s.program, s.runs))
+                .collect();
+            parts.push(format!(
+                "{} because the kernel skipped runs of {} while another BPF program ran on the same CPU",
+                self.lost_skipped_runs,
+                if progs.is_empty() {
+                    "our programs".to_string()
+                } else {
+                    progs.join(", ")
+                }
+            ));
+        }
+        if self.lost_malformed > 0 {
+            parts.push(format!(
+                "{} because the record could not be decoded",
+                self.lost_malformed
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Runs of one of our programs the kernel skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRuns {
+    pub program: String,
+    pub runs: u64,
 }
 
 /// A finished CLOSE_WAIT episode.
@@ -561,5 +618,37 @@ pub(crate) mod tests {
         assert_eq!(back, endpoint);
         let host: Peer = serde_json::from_str("\"::1\"").unwrap();
         assert_eq!(host, Peer::Host("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn lost_events_name_their_causes() {
+        let mut c = Counters::default();
+        assert_eq!(c.lost_causes(), "");
+        c.lost_skipped_runs = 2;
+        c.skipped_runs_by_program = vec![SkippedRuns {
+            program: "inet_sock_set_state_raw".into(),
+            runs: 2,
+        }];
+        let t = c.lost_causes();
+        assert!(
+            t.contains("2 because the kernel skipped runs of inet_sock_set_state_raw x2"),
+            "{t}"
+        );
+        assert!(!t.contains("--ringbuf-bytes"), "{t}");
+        c.lost_ringbuf_full = 5;
+        let t = c.lost_causes();
+        assert!(
+            t.starts_with("5 because the ring buffer was full (raise --ringbuf-bytes); 2 because"),
+            "{t}"
+        );
+        // absent in reports of older versions
+        let old: Counters = serde_json::from_value(serde_json::json!({
+            "close_wait_entered": 1, "closed_graceful": 1, "closed_abort": 0, "peer_reset": 0,
+            "lost_events": 0, "map_evictions": 0, "map_insert_failed": 0, "fd_map_insert_failed": 0,
+            "stacks_failed": 0, "exits_without_entry": 0, "close_wait_now": 0, "stuck": 0,
+            "episodes_dropped": 0
+        }))
+        .unwrap();
+        assert!(old.skipped_runs_by_program.is_empty() && old.lost_skipped_runs == 0);
     }
 }

@@ -284,8 +284,9 @@ pub fn render(r: &Report, all: bool) -> String {
     if c.lost_events > 0 {
         let _ = writeln!(
             out,
-            "WARNING: {} events lost (the kernel's ring buffer was full, or records were malformed): raise --ringbuf-bytes",
-            c.lost_events
+            "WARNING: {} events lost: {}",
+            c.lost_events,
+            c.lost_causes()
         );
     }
     if c.uninvestigated > 0 {

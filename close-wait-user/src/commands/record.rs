@@ -29,7 +29,7 @@ use crate::{
     export::{hlog::HlogWriter, outputs::Outputs, prometheus},
     investigate::{self, CloseWaitEntries, Origins},
     loader::{self, KernelCounters, Tracer},
-    model::{Counters, HookPath, Report, ShutdownLeak},
+    model::{Counters, HookPath, Report, ShutdownLeak, SkippedRuns},
     output::{stdout, OutputError, OutputFile},
     privileges, report, sockets,
     stacks::Symbolizer,
@@ -322,6 +322,17 @@ impl Recording {
             peer_reset: t.peer_reset,
             closed_timeout: t.closed_timeout,
             lost_events: kc.ringbuf_lost + kc.recursion_misses + self.decode_errors,
+            lost_ringbuf_full: kc.ringbuf_lost,
+            lost_skipped_runs: kc.recursion_misses,
+            skipped_runs_by_program: kc
+                .missed_by_program
+                .iter()
+                .map(|(program, runs)| SkippedRuns {
+                    program: program.clone(),
+                    runs: *runs,
+                })
+                .collect(),
+            lost_malformed: self.decode_errors,
             map_evictions: kc.sock_evicted,
             map_insert_failed: kc.sock_insert_failed,
             fd_map_insert_failed: kc.fd_insert_failed,

@@ -412,8 +412,11 @@ fn summary_html(o: &mut String, r: &Report) {
     if c.lost_events + c.map_evictions + c.map_insert_failed > 0 {
         let _ = write!(
             o,
-            r#"<p class="warn">Lost events {}, map evictions {}, map insert failures {}: some episodes are missing.</p>"#,
-            c.lost_events, c.map_evictions, c.map_insert_failed
+            r#"<p class="warn">Lost events {}, map evictions {}, map insert failures {}: some episodes are missing. {}</p>"#,
+            c.lost_events,
+            c.map_evictions,
+            c.map_insert_failed,
+            escape(&c.lost_causes())
         );
     }
 }

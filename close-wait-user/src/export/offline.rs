@@ -588,7 +588,10 @@ mod tests {
         let d = TempDir::new("offline-trunc-json");
         let p = d.0.join("cut.json");
         let full = sample_json();
-        std::fs::write(&p, &full[..full.len() / 2]).unwrap();
+        // cut after a comma near the middle: a file cut short while being
+        // written (a cut inside a number, "1.", is a syntax error instead)
+        let cut = full[..full.len() / 2].rfind(',').unwrap() + 1;
+        std::fs::write(&p, &full[..cut]).unwrap();
         let e = report(&[p], false, 1 << 30).unwrap_err();
         assert!(
             matches!(e, OfflineError::Json(JsonError::Syntax { line: 1, .. })),
