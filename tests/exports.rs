@@ -380,12 +380,28 @@ fn histograms_hold_the_known_close_delays() {
         return;
     }
     let delays: Vec<u64> = (1..=20).map(|i| i * 50).collect();
-    let (srv, port) = delayed_server(&delays);
-    let (out, hlog, hgrm, tracer) =
-        tracer_with_files("exports-e2e", port, "1s", &["--hgrm-per-tag"]);
-    let json_path = tracer.json.clone();
-    let tuples = make_episodes(&srv, port, delays.len());
-    let fin = stop_ok(tracer);
+    // The kernel skips a program's run nested in itself on one CPU (a
+    // softirq's state change arriving while the program runs, seen under
+    // emulation), counted by the tool as lost_skipped_runs. Those events
+    // never reached the tool; a run that lost only them is made again, at
+    // most twice. Any other loss fails at once.
+    let mut attempt = 1;
+    let (srv, port, out, hlog, hgrm, json_path, tuples, fin) = loop {
+        let (srv, port) = delayed_server(&delays);
+        let (out, hlog, hgrm, tracer) =
+            tracer_with_files("exports-e2e", port, "1s", &["--hgrm-per-tag"]);
+        let json_path = tracer.json.clone();
+        let tuples = make_episodes(&srv, port, delays.len());
+        let fin = stop_ok(tracer);
+        let c = &fin.json["counters"];
+        let lost = c["lost_events"].as_u64().unwrap_or(0);
+        if attempt < 3 && lost > 0 && c["lost_skipped_runs"].as_u64() == Some(lost) {
+            eprintln!("attempt {attempt}: the kernel skipped {lost} runs, made again: {c}");
+            attempt += 1;
+            continue;
+        }
+        break (srv, port, out, hlog, hgrm, json_path, tuples, fin);
+    };
     let json = &fin.json;
 
     // Each episode, by its exact 4-tuple, lasted its own delay.

@@ -32,8 +32,8 @@ pub const IPPROTO_TCP: u16 = 6;
 pub mod kind {
     /// sock:inet_sock_set_state into or out of CLOSE_WAIT.
     pub const STATE: u32 = 1;
-    /// tcp:tcp_send_reset on a socket that was tracked in CLOSE_WAIT.
-    pub const SEND_RESET: u32 = 2;
+    // 2 was tcp:tcp_send_reset after an abort: no longer sent (the abort
+    // is known from its CLOSE_WAIT -> CLOSE alone); never reused.
     /// tcp:tcp_receive_reset on a socket that was tracked in CLOSE_WAIT.
     pub const RECV_RESET: u32 = 3;
     /// tcp:tcp_destroy_sock on a socket that was tracked in CLOSE_WAIT (no
@@ -180,14 +180,13 @@ const _: () = assert!(size_of::<StateOffsets>() == 48);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OtherOffsets {
-    /// tcp:tcp_send_reset `skaddr`.
-    pub send_reset_skaddr: u32,
     /// tcp:tcp_receive_reset `skaddr`.
     pub receive_reset_skaddr: u32,
     /// syscalls:sys_exit_accept4 `ret`.
     pub accept4_ret: u32,
     /// syscalls:sys_exit_accept `ret`.
     pub accept_ret: u32,
+    pub _pad: u32,
 }
 const _: () = assert!(size_of::<OtherOffsets>() == 16);
 

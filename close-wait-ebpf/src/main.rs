@@ -55,10 +55,10 @@ static STATE_OFF: Global<StateOffsets> = Global::new(StateOffsets {
 });
 #[unsafe(no_mangle)]
 static OTHER_OFF: Global<OtherOffsets> = Global::new(OtherOffsets {
-    send_reset_skaddr: 0,
     receive_reset_skaddr: 0,
     accept4_ret: 0,
     accept_ret: 0,
+    _pad: 0,
 });
 /// Offsets into `struct sock` from BTF, for the raw tracepoint (and
 /// `sk_err` for the classic one too); zeros without BTF.
@@ -134,10 +134,6 @@ static DPORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
 #[map]
 static RESET_MARK: PerCpuArray<ResetMark> = PerCpuArray::with_max_entries(1, 0);
 
-/// The last CLOSE_WAIT -> CLOSE on this CPU: a tcp_send_reset right after
-/// it for the same socket is the reset close() sent (unread data).
-#[map]
-static CLOSE_MARK: PerCpuArray<CloseMark> = PerCpuArray::with_max_entries(1, 0);
 /// Entry 0 is 1 when a tcp_close() program is attached (written by
 /// userspace after attaching it).
 #[map]
@@ -148,14 +144,6 @@ static CLOSE_HOOKED: Array<u32> = Array::with_max_entries(1, 0);
 struct ResetMark {
     skaddr: u64,
     ts_ns: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CloseMark {
-    skaddr: u64,
-    ts_ns: u64,
-    entered_ns: u64,
 }
 
 /// A `SOCKS` value.
@@ -561,17 +549,6 @@ fn on_state<C: EbpfContext, S: StateSource>(
         if ev_flags & flags::RESET_RECEIVED == 0 && timed_out(skaddr) {
             ev_flags |= flags::TIMED_OUT;
         }
-        // A reset sent right after (close() with unread data) is this
-        // socket's, on this CPU.
-        if let Some(m) = CLOSE_MARK.get_ptr_mut(0) {
-            unsafe {
-                *m = CloseMark {
-                    skaddr,
-                    ts_ns: now,
-                    entered_ns,
-                }
-            };
-        }
         sock_done(skaddr);
     }
     let family = src.family()?;
@@ -645,32 +622,6 @@ pub(crate) fn new_event(kind: u32, skaddr: u64, now: u64, entered_ns: u64, flags
         _pad1: 0,
         netns: netns_of(skaddr),
     }
-}
-
-/// tcp_close() with unread data moves the socket to CLOSE, then sends the
-/// reset: a reset on this CPU right after a CLOSE_WAIT -> CLOSE is that
-/// socket's. No map look-up per reset.
-#[tracepoint]
-pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let off = OTHER_OFF.load().send_reset_skaddr;
-    let (Ok(skaddr), Some(m)) = (read::<u64>(&ctx, off), CLOSE_MARK.get_ptr_mut(0)) else {
-        return 0;
-    };
-    let m = unsafe { &mut *m };
-    let now = unsafe { bpf_ktime_get_ns() };
-    if skaddr == 0 || m.skaddr != skaddr || now.wrapping_sub(m.ts_ns) >= RESET_MARK_MAX_AGE_NS {
-        return 0;
-    }
-    m.skaddr = 0;
-    let tracked = if m.entered_ns != 0 { flags::TRACKED } else { 0 };
-    emit(&new_event(
-        kind::SEND_RESET,
-        skaddr,
-        now,
-        m.entered_ns,
-        tracked,
-    ));
-    0
 }
 
 /// Marks the reset for the CLOSE_WAIT -> CLOSE that follows on this CPU

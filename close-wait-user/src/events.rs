@@ -19,7 +19,6 @@ pub enum DecodeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     State,
-    SendReset,
     RecvReset,
     Destroy,
     /// tcp_close() (fentry or kprobe): the application gave the socket up.
@@ -31,7 +30,6 @@ impl TryFrom<u32> for Kind {
     fn try_from(v: u32) -> Result<Self, DecodeError> {
         match v {
             kind::STATE => Ok(Kind::State),
-            kind::SEND_RESET => Ok(Kind::SendReset),
             kind::RECV_RESET => Ok(Kind::RecvReset),
             kind::DESTROY => Ok(Kind::Destroy),
             kind::CLOSE => Ok(Kind::Close),

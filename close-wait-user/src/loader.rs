@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use aya::{
     maps::Array,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
@@ -22,6 +21,70 @@ use crate::{
     privileges::Caps,
     tpformat,
 };
+
+/// An attached program's link, detached when dropped.
+type Link = Box<dyn Send + Sync>;
+
+/// Why loading or attaching failed, with the step that failed. Shown as
+/// one line with its cause chain (`{:#}` at the command edge).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the eBPF programs into the kernel")]
+    Object(#[source] aya::EbpfError),
+    #[error("program {0} missing from the eBPF object")]
+    ProgramMissing(&'static str),
+    /// A program step (type check, load, attach, link) that failed.
+    #[error("{step}")]
+    Program {
+        step: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {0} missing from the eBPF object")]
+    MapMissing(&'static str),
+    #[error("{step}")]
+    Map {
+        step: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading /sys/kernel/btf/vmlinux")]
+    Btf(#[source] aya::BtfError),
+    #[error("--accept-stacks needs the kernel's BTF (/sys/kernel/btf/vmlinux) to find the socket behind accept()'s descriptor")]
+    AcceptStacksBtf(#[source] btf::BtfError),
+    /// An explicit `--hooks fentry|kprobe` that cannot attach here.
+    #[error("--hooks {path}: {path} on {CLOSE_FN} is not available on this kernel (--hooks auto falls back)")]
+    HookUnavailable {
+        path: &'static str,
+        #[source]
+        source: Box<LoadError>,
+    },
+}
+
+impl LoadError {
+    fn program(step: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> LoadError {
+        let step = step.into();
+        move |source| LoadError::Program { step, source }
+    }
+
+    fn map(step: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> LoadError {
+        let step = step.into();
+        move |source| LoadError::Map { step, source }
+    }
+}
+
+/// An error and its causes on one line, "a: b: c", as the reasons the
+/// `-v` hook log gives for a path not taken.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -139,10 +202,7 @@ pub struct LoadOptions {
 
 /// The tracepoints always attached besides the state hook: (program,
 /// category, name).
-pub const HOOKS: [(&str, &str, &str); 2] = [
-    ("tcp_send_reset", "tcp", "tcp_send_reset"),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
-];
+pub const HOOKS: [(&str, &str, &str); 1] = [("tcp_receive_reset", "tcp", "tcp_receive_reset")];
 
 /// The state hook as the report's `hooks` names it on each path.
 pub const STATE_RAW: &str = "raw_tp:inet_sock_set_state";
@@ -194,7 +254,7 @@ pub const CLOSE_FN: &str = "tcp_close";
 fn attach_close_hook(
     ebpf: &mut Ebpf,
     hooks: Hooks,
-) -> anyhow::Result<(Option<HookPath>, Vec<String>)> {
+) -> Result<(Option<HookPath>, Vec<String>), LoadError> {
     let mut why_not = Vec::new();
     let paths: &[Hooks] = match hooks {
         Hooks::Auto => &[Hooks::Fentry, Hooks::Kprobe],
@@ -209,23 +269,19 @@ fn attach_close_hook(
     };
     for &path in paths {
         let tried = match path {
-            Hooks::Fentry => (|| -> anyhow::Result<()> {
-                let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
-                let p: &mut FEntry = ebpf
-                    .program_mut("tcp_close_fentry")
-                    .context("program tcp_close_fentry missing from the eBPF object")?
-                    .try_into()?;
-                p.load(CLOSE_FN, &btf).context("loading")?;
-                p.attach().context("attaching")?;
+            Hooks::Fentry => (|| -> Result<(), LoadError> {
+                let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+                let p: &mut FEntry = program(ebpf, "tcp_close_fentry")?;
+                p.load(CLOSE_FN, &btf)
+                    .map_err(LoadError::program("loading"))?;
+                p.attach().map_err(LoadError::program("attaching"))?;
                 Ok(())
             })(),
-            _ => (|| -> anyhow::Result<()> {
-                let p: &mut KProbe = ebpf
-                    .program_mut("tcp_close_kprobe")
-                    .context("program tcp_close_kprobe missing from the eBPF object")?
-                    .try_into()?;
-                p.load().context("loading")?;
-                p.attach(CLOSE_FN, 0).context("attaching")?;
+            _ => (|| -> Result<(), LoadError> {
+                let p: &mut KProbe = program(ebpf, "tcp_close_kprobe")?;
+                p.load().map_err(LoadError::program("loading"))?;
+                p.attach(CLOSE_FN, 0)
+                    .map_err(LoadError::program("attaching"))?;
                 Ok(())
             })(),
         };
@@ -238,12 +294,13 @@ fn attach_close_hook(
         match tried {
             Ok(()) => return Ok((Some(attached), why_not)),
             Err(e) if hooks == Hooks::Auto => {
-                why_not.push(format!("{name}:{CLOSE_FN}: {e:#}"));
+                why_not.push(format!("{name}:{CLOSE_FN}: {}", chain(&e)));
             }
             Err(e) => {
-                return Err(e.context(format!(
-                    "--hooks {name}: {name} on {CLOSE_FN} is not available on this kernel (--hooks auto falls back)"
-                )))
+                return Err(LoadError::HookUnavailable {
+                    path: name,
+                    source: Box::new(e),
+                })
             }
         }
     }
@@ -266,7 +323,7 @@ fn attach_state_hook(
     ebpf: &mut Ebpf,
     pre: &Preflight,
     hooks: Hooks,
-) -> anyhow::Result<(Box<dyn Send + Sync>, &'static str, Vec<String>)> {
+) -> Result<(Link, &'static str, Vec<String>), LoadError> {
     let mut why_not = Vec::new();
     match (&pre.sock, hooks) {
         (_, Hooks::Tracepoint) => {
@@ -274,23 +331,26 @@ fn attach_state_hook(
         }
         (Err(e), _) => why_not.push(format!("{STATE_RAW}: {e}")),
         (Ok(_), _) => {
-            let tried = (|| -> anyhow::Result<Box<dyn Send + Sync>> {
-                let p: &mut RawTracePoint = ebpf
-                    .program_mut("inet_sock_set_state_raw")
-                    .context("program inet_sock_set_state_raw missing from the eBPF object")?
-                    .try_into()?;
-                p.load().context("loading")?;
+            let tried = (|| -> Result<Link, LoadError> {
+                let p: &mut RawTracePoint = program(ebpf, "inet_sock_set_state_raw")?;
+                p.load().map_err(LoadError::program("loading"))?;
                 match p.attach("inet_sock_set_state") {
-                    Ok(link) => Ok(Box::new(p.take_link(link)?)),
+                    Ok(link) => Ok(Box::new(
+                        p.take_link(link)
+                            .map_err(LoadError::program("taking the link"))?,
+                    )),
                     Err(e) => {
-                        let _ = p.unload();
-                        Err(anyhow::Error::from(e).context("attaching"))
+                        // The classic tracepoint is tried next: free this one.
+                        if let Err(u) = p.unload() {
+                            log::info!("unloading inet_sock_set_state_raw: {u}");
+                        }
+                        Err(LoadError::program("attaching")(e))
                     }
                 }
             })();
             match tried {
                 Ok(link) => return Ok((link, STATE_RAW, why_not)),
-                Err(e) => why_not.push(format!("{STATE_RAW}: {e:#}")),
+                Err(e) => why_not.push(format!("{STATE_RAW}: {}", chain(&e))),
             }
         }
     }
@@ -305,18 +365,24 @@ fn attach_state_hook(
     }
     progs.push("inet_sock_set_state");
     for prog in progs {
-        let tried = (|| -> anyhow::Result<Box<dyn Send + Sync>> {
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            p.load()
-                .with_context(|| format!("the kernel refused program {prog}"))?;
+        let tried = (|| -> Result<Link, LoadError> {
+            let p: &mut TracePoint = program(ebpf, prog)?;
+            p.load().map_err(LoadError::program(format!(
+                "the kernel refused program {prog}"
+            )))?;
             match p.attach("sock", "inet_sock_set_state") {
-                Ok(link) => Ok(Box::new(p.take_link(link)?)),
+                Ok(link) => Ok(Box::new(
+                    p.take_link(link)
+                        .map_err(LoadError::program("taking the link"))?,
+                )),
                 Err(e) => {
-                    let _ = p.unload();
-                    Err(anyhow::Error::from(e).context("attaching to sock:inet_sock_set_state"))
+                    // The helper-read program may be tried next: free this one.
+                    if let Err(u) = p.unload() {
+                        log::info!("unloading {prog}: {u}");
+                    }
+                    Err(LoadError::program("attaching to sock:inet_sock_set_state")(
+                        e,
+                    ))
                 }
             }
         })();
@@ -330,7 +396,7 @@ fn attach_state_hook(
                 return Ok((link, STATE_TP, why_not));
             }
             Err(e) if prog == "inet_sock_set_state_direct" => {
-                why_not.push(format!("{STATE_TP} with direct loads: {e:#}"))
+                why_not.push(format!("{STATE_TP} with direct loads: {}", chain(&e)))
             }
             Err(e) => return Err(e),
         }
@@ -427,20 +493,30 @@ pub fn stack_map_entries(stacks: Stacks) -> u32 {
     }
 }
 
-fn map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+fn map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
-    T: TryFrom<aya::maps::Map>,
-    <T as TryFrom<aya::maps::Map>>::Error: std::error::Error + Send + Sync + 'static,
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let m = ebpf
-        .take_map(name)
-        .with_context(|| format!("map {name} missing from the eBPF object"))?;
-    T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
+    let m = ebpf.take_map(name).ok_or(LoadError::MapMissing(name))?;
+    T::try_from(m).map_err(LoadError::map(format!("map {name} has an unexpected type")))
+}
+
+/// The program `name` of the object as its type `T`.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::ProgramMissing(name))?
+        .try_into()
+        .map_err(LoadError::program(format!(
+            "program {name} has an unexpected type"
+        )))
 }
 
 /// Loads the object with `pre`'s offsets and `opts`, attaches every hook, and
 /// returns the tracer and its ring buffer.
-pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, RingBuf<MapData>)> {
+pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapData>), LoadError> {
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use
     // the memory cgroup. Raising it may be refused: never fatal.
     let rlim = libc::rlimit {
@@ -459,9 +535,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         Stacks::UserKernel => stack_mode::USER_KERNEL,
     };
     let fd_off = if opts.accept_stacks {
-        fd_offsets().context(
-            "--accept-stacks needs the kernel's BTF (/sys/kernel/btf/vmlinux) to find the socket behind accept()'s descriptor",
-        )?
+        fd_offsets().map_err(LoadError::AcceptStacksBtf)?
     } else {
         FdOffsets::default()
     };
@@ -482,18 +556,18 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
             env!("OUT_DIR"),
             "/close-wait"
         )))
-        .context("loading the eBPF programs into the kernel")?;
+        .map_err(LoadError::Object)?;
     for (set, name) in [(&opts.lports, "LPORTS"), (&opts.dports, "DPORTS")] {
         if set.is_empty() {
             continue;
         }
-        let mut m: HashMap<_, u16, u8> = HashMap::try_from(
-            ebpf.map_mut(name)
-                .with_context(|| format!("map {name} missing"))?,
-        )?;
+        let mut m: HashMap<_, u16, u8> =
+            HashMap::try_from(ebpf.map_mut(name).ok_or(LoadError::MapMissing(name))?)
+                .map_err(LoadError::map(format!("map {name} has an unexpected type")))?;
         for p in set {
-            m.insert(p, 1, 0)
-                .with_context(|| format!("adding port {p} to the {name} filter"))?;
+            m.insert(p, 1, 0).map_err(LoadError::map(format!(
+                "adding port {p} to the {name} filter"
+            )))?;
         }
     }
     let mut links: Vec<Box<dyn Send + Sync>> =
@@ -511,17 +585,17 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         &[]
     };
     for &(prog, category, tp) in HOOKS.iter().chain(extra) {
-        let program: &mut TracePoint = ebpf
-            .program_mut(prog)
-            .with_context(|| format!("program {prog} missing from the eBPF object"))?
-            .try_into()?;
-        program
-            .load()
-            .with_context(|| format!("the kernel refused program {prog}"))?;
-        let link = program
-            .attach(category, tp)
-            .with_context(|| format!("attaching to tracepoint {category}:{tp}"))?;
-        links.push(Box::new(program.take_link(link)?));
+        let p: &mut TracePoint = program(&mut ebpf, prog)?;
+        p.load().map_err(LoadError::program(format!(
+            "the kernel refused program {prog}"
+        )))?;
+        let link = p.attach(category, tp).map_err(LoadError::program(format!(
+            "attaching to tracepoint {category}:{tp}"
+        )))?;
+        links.push(Box::new(
+            p.take_link(link)
+                .map_err(LoadError::program("taking the link"))?,
+        ));
         attached.push(format!("{category}:{tp}"));
     }
     if let Ok(mut a) = ATTACHED.lock() {
@@ -537,9 +611,11 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> anyhow::Result<(Tracer, Ring
         // entry removed at CLOSE before this only loses that close event.
         let mut a: Array<_, u32> = Array::try_from(
             ebpf.map_mut("CLOSE_HOOKED")
-                .context("map CLOSE_HOOKED missing")?,
-        )?;
-        a.set(0, 1, 0).context("setting CLOSE_HOOKED")?;
+                .ok_or(LoadError::MapMissing("CLOSE_HOOKED"))?,
+        )
+        .map_err(LoadError::map("map CLOSE_HOOKED has an unexpected type"))?;
+        a.set(0, 1, 0)
+            .map_err(LoadError::map("setting CLOSE_HOOKED"))?;
     }
     let mut hooks = hook_names();
     hooks.extend(close_hook.map(|h| format!("{}:{CLOSE_FN}", h.as_str())));

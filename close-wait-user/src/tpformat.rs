@@ -225,8 +225,7 @@ pub fn state_offsets(f: &Format) -> Result<StateOffsets, FormatError> {
 }
 
 /// The formats the other programs need, in the order of `OtherOffsets`.
-pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 4] = [
-    ("tcp", "tcp_send_reset", "skaddr", 8),
+pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 3] = [
     ("tcp", "tcp_receive_reset", "skaddr", 8),
     ("syscalls", "sys_exit_accept4", "ret", 8),
     ("syscalls", "sys_exit_accept", "ret", 8),
@@ -235,15 +234,15 @@ pub const OTHER_TRACEPOINTS: [(&str, &str, &str, u32); 4] = [
 /// Reads every offset the programs need from `tracefs`.
 pub fn read_all(tracefs: &Path) -> Result<(StateOffsets, OtherOffsets), FormatError> {
     let state = state_offsets(&read_format(tracefs, "sock", "inet_sock_set_state")?)?;
-    let mut o = [0u32; 4];
+    let mut o = [0u32; 3];
     for (slot, (cat, name, field, size)) in o.iter_mut().zip(OTHER_TRACEPOINTS) {
         *slot = read_format(tracefs, cat, name)?.offset(field, size)?;
     }
     let other = OtherOffsets {
-        send_reset_skaddr: o[0],
-        receive_reset_skaddr: o[1],
-        accept4_ret: o[2],
-        accept_ret: o[3],
+        receive_reset_skaddr: o[0],
+        accept4_ret: o[1],
+        accept_ret: o[2],
+        _pad: 0,
     };
     Ok((state, other))
 }
@@ -322,7 +321,7 @@ mod tests {
         let err = read_all(&root).unwrap_err();
         let _ = std::fs::remove_dir_all(&root);
         assert!(matches!(err, FormatError::MissingTracepoint(..)), "{err}");
-        assert!(err.to_string().contains("tcp:tcp_send_reset"), "{err}");
+        assert!(err.to_string().contains("tcp:tcp_receive_reset"), "{err}");
         assert!(
             err.to_string().contains("missing from this kernel"),
             "{err}"

@@ -4,8 +4,9 @@
 //! Endings, from the transitions measured on this kernel:
 //! - `graceful`: CLOSE_WAIT -> LAST_ACK, the application called close() or
 //!   shutdown(SHUT_WR) (process context: the task on CPU is the closer);
-//! - `abort`: CLOSE_WAIT -> CLOSE without a reset received first: close()
-//!   with unread data or SO_LINGER 0, followed by tcp_send_reset;
+//! - `abort`: CLOSE_WAIT -> CLOSE without a reset received first and
+//!   without a timer's error: close() with unread data or SO_LINGER 0 (the
+//!   kernel sends a reset right after; not traced, it adds nothing);
 //! - `peer_reset`: tcp_receive_reset then CLOSE_WAIT -> CLOSE (softirq: the
 //!   task on CPU is not the owner, so no closer is recorded);
 //! - `timeout`: CLOSE_WAIT -> CLOSE with no reset received, no tcp_close()
@@ -275,7 +276,6 @@ impl Tracker {
                 }
                 Transition::Nothing
             }
-            Kind::SendReset => Transition::Nothing,
             Kind::Close => {
                 if let Some(s) = self.open.get_mut(&r.skaddr) {
                     s.close_ns = Some(r.ts_ns);
@@ -528,10 +528,6 @@ mod tests {
             .on_record(&state(20, 7, CLOSE_WAIT, CLOSE, 2))
             .episode()
             .unwrap();
-        assert!(t
-            .on_record(&other(Kind::SendReset, 21, 7))
-            .episode()
-            .is_none());
         assert!(t
             .on_record(&other(Kind::Destroy, 22, 7))
             .episode()

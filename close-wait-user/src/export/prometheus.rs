@@ -382,8 +382,11 @@ impl Metrics {
     /// The exposition text, as served on `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        // Writing into a String fails only if a label's encoder does: the
+        // text is then cut short, and said at -v.
+        crate::logged::ok(encode(&mut out, &self.registry), || {
+            "encoding the metrics".to_string()
+        });
         out
     }
 }
