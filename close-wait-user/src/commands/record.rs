@@ -375,7 +375,10 @@ impl Recording {
         self.last_interval_ns = now_ns;
         let errors = self
             .outputs
-            .checkpoint(&report, &mut self.agg.hist, start, len, last);
+            .checkpoint(&report, &mut self.agg.hist, start, len, last)
+            .into_iter()
+            .map(anyhow::Error::from)
+            .collect();
         (report, errors)
     }
 

@@ -7,12 +7,25 @@ use std::{
     time::Duration,
 };
 
-use super::{hgrm, hlog::HlogWriter, html, json};
+use super::{
+    hgrm,
+    hlog::{HlogError, HlogWriter},
+    html, json,
+};
 use crate::{
     histograms::{Histograms, TAG_ALL, TAG_OPEN},
     model::Report,
-    output::OutputFile,
+    output::{OutputError, OutputFile},
 };
+
+/// An output a checkpoint could not write; the others were written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    File(#[from] OutputError),
+    #[error(transparent)]
+    Hlog(#[from] HlogError),
+}
 
 /// Checkpoints kept for the HTML page's timeline (the oldest go first).
 pub const MAX_TIMELINE: usize = 4096;
@@ -70,8 +83,8 @@ impl Outputs {
         start: Duration,
         len: Duration,
         last: bool,
-    ) -> Vec<anyhow::Error> {
-        let mut errors: Vec<anyhow::Error> = Vec::new();
+    ) -> Vec<CheckpointError> {
+        let mut errors: Vec<CheckpointError> = Vec::new();
         if let Some(out) = &mut self.json {
             errors.extend(json::write(out, report).err().map(Into::into));
         }
