@@ -186,3 +186,128 @@ fn python_threads_of_holders_on_every_cpython() {
     versions.dedup();
     eprintln!("python versions walked: {versions:?}");
 }
+
+/// The helper's line marked `# LINE:name` in `file`.
+fn line_in(file: &str, name: &str) -> u32 {
+    let path: PathBuf = helper(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let marker = format!("# LINE:{name}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&marker))
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("no {marker} in {}", path.display()))
+}
+
+/// One client of tests/helpers/pyhttpleak.py, started before the tracer so
+/// the tracer registers it at attach (a process started later is found by
+/// the rescan, within a second, which a test cannot wait for without
+/// guessing a delay).
+struct HttpLeak {
+    python: String,
+    client: Proc,
+    go: PathBuf,
+}
+
+#[test]
+fn python_creation_stacks_on_every_cpython() {
+    if !privileged("python_creation_stacks_on_every_cpython") {
+        return;
+    }
+    const N: usize = 3;
+    let (_server, port) = server(&["--mode", "close-now", "--count", "100", "--hold", "60"]);
+    let dir = tempdir("pyhttpleak");
+    let leaks: Vec<HttpLeak> = interpreters()
+        .iter()
+        .enumerate()
+        .map(|(i, py)| {
+            let go = dir.path().join(format!("go{i}"));
+            let client = Proc::spawn(
+                &format!("{py} pyhttpleak.py"),
+                Command::new(py)
+                    .arg(helper("pyhttpleak.py"))
+                    .arg(port.to_string())
+                    .arg(N.to_string())
+                    .arg("60")
+                    .arg(&go),
+            );
+            client.expect("ready ", SECS10);
+            HttpLeak {
+                python: py.clone(),
+                client,
+                go,
+            }
+        })
+        .collect();
+    let tracer = Tracer::start(&["--threshold", "1s"]);
+    let mut tuples = Vec::new();
+    for l in &leaks {
+        std::fs::write(&l.go, b"go").unwrap();
+        for _ in 0..N {
+            let line = l.client.expect("connected local ", SECS10);
+            tuples.push((
+                line.split_whitespace().nth(2).unwrap().to_string(),
+                v4(port),
+            ));
+        }
+        l.client.expect(&format!("leaked {N}"), SECS10);
+    }
+    settle_stuck(&tuples, THRESHOLD_MS);
+    let out = stop_ok(tracer);
+    let file = helper("pyhttpleak.py").display().to_string();
+    let want = [
+        format!("fetch_quote ({file}:{})", line_in("pyhttpleak.py", "fetch")),
+        format!(
+            "handle_order ({file}:{})",
+            line_in("pyhttpleak.py", "order")
+        ),
+        format!("<module> ({file}:{})", line_in("pyhttpleak.py", "module")),
+    ];
+    for l in &leaks {
+        let g = the_group(&out.json, l.client.pid());
+        assert_eq!(g["count"], N, "{}: {}", l.python, pretty(g));
+        let stack: Vec<&str> = g["stack"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no stack: {}", l.python, pretty(g)))
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        // Python frames first, innermost first: the stdlib's connect path,
+        // then the three application frames, then the native stack.
+        let at = stack
+            .iter()
+            .position(|f| f.starts_with("fetch_quote ("))
+            .unwrap_or_else(|| panic!("{}: no fetch_quote in {}", l.python, pretty(g)));
+        assert_eq!(
+            &stack[at..at + 3],
+            &want.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            "{}: {}",
+            l.python,
+            pretty(g)
+        );
+        assert!(
+            stack[..at]
+                .iter()
+                .all(|f| f.contains("/lib/python3.") && f.contains(".py:")),
+            "{}: frames inside fetch_quote are not the stdlib's: {}",
+            l.python,
+            pretty(g)
+        );
+        assert!(
+            stack[..at]
+                .iter()
+                .any(|f| f.starts_with("HTTPConnection.connect (")),
+            "{}: no HTTPConnection.connect inside fetch_quote: {}",
+            l.python,
+            pretty(g)
+        );
+        // The human report folds the stdlib frames and names the three.
+        for w in &want {
+            assert!(
+                out.stdout.contains(w.as_str()),
+                "{}: human report lacks {w}:\n{}",
+                l.python,
+                out.stdout
+            );
+        }
+    }
+}

@@ -127,8 +127,76 @@ pub struct SockOrigin {
     pub dport: u16,
     pub _pad: u16,
     pub comm: [u8; 16],
+    /// Key of the Python stack taken with it in `PY_STACKS`; 0 when the
+    /// caller is not a registered Python process.
+    pub py_stack: u64,
 }
-const _: () = assert!(size_of::<SockOrigin>() == 48);
+const _: () = assert!(size_of::<SockOrigin>() == 56);
+
+/// Python frames reported per origin at most.
+pub const PY_MAX_FRAMES: usize = 32;
+/// Interpreter frames the kernel walk looks at per origin at most: the
+/// reported ones and the C-stack shim frames between them (3.12+ push one
+/// per call from C into Python).
+pub const PY_SLOTS: usize = PY_MAX_FRAMES + 16;
+/// Thread states searched for the caller's at most.
+pub const PY_MAX_THREADS: usize = 64;
+
+/// Why a kernel Python walk stopped (`PyStack::note`).
+pub mod py_note {
+    /// The walk reached the outermost frame.
+    pub const COMPLETE: u32 = 0;
+    /// More than `PY_MAX_FRAMES` frames: the outermost ones are missing.
+    pub const CUT_DEPTH: u32 = 1;
+    /// No thread state of the main interpreter has the caller's thread id
+    /// among the first `PY_MAX_THREADS` (a thread of a subinterpreter, one
+    /// not yet registered, or a longer thread list).
+    pub const NO_THREAD: u32 = 2;
+    /// Reading the interpreter's memory failed (paged out, or the runtime
+    /// moved: the process exec'd something else).
+    pub const READ_FAILED: u32 = 3;
+}
+
+/// Where the kernel walk finds things in one registered CPython process
+/// (`PY_PROCS`, keyed by tgid): absolute address of
+/// `_PyRuntime.interpreters.head`, then byte offsets within their structs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyOffsets {
+    pub interp_head: u64,
+    pub interp_threads_head: u64,
+    pub tstate_next: u64,
+    pub tstate_native_thread_id: u64,
+    pub tstate_frame: u64,
+    /// 3.11/3.12 `_PyCFrame.current_frame`; `u64::MAX` when `tstate_frame`
+    /// is the frame itself (3.13).
+    pub cframe_current_frame: u64,
+    pub frame_previous: u64,
+    pub frame_code: u64,
+    pub frame_instr: u64,
+    pub frame_owner: u64,
+    /// `owner` of C-stack shim frames (skipped); 0xff when none (3.11).
+    pub owner_cstack: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PyOffsets>() == 88);
+
+/// One kernel Python walk (`PY_STACKS`): innermost frame first, one slot
+/// per interpreter frame looked at, each with its code object address and
+/// instruction pointer. A C-stack shim frame keeps its slot with code 0
+/// (the walk writes every slot it reaches at a fixed index, with no branch
+/// that the verifier would have to follow both ways).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PyStack {
+    /// Slots filled.
+    pub n: u32,
+    /// A `py_note` value.
+    pub note: u32,
+    pub code: [u64; PY_SLOTS],
+    pub instr: [u64; PY_SLOTS],
+}
+const _: () = assert!(size_of::<PyStack>() == 8 + 16 * PY_SLOTS);
 
 /// Per-CPU counters (`COUNTERS` map index).
 pub mod counter {
@@ -287,4 +355,6 @@ mod pod {
     unsafe impl aya::Pod for super::StateOffsets {}
     unsafe impl aya::Pod for super::OtherOffsets {}
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::PyOffsets {}
+    unsafe impl aya::Pod for super::PyStack {}
 }

@@ -22,6 +22,7 @@
 
 mod close_hook;
 mod filter_only;
+mod pystack;
 
 use aya_ebpf::{
     helpers::{
@@ -686,6 +687,7 @@ fn record_origin<C: EbpfContext>(ctx: &C, skaddr: u64, how: u32, dport: u16) {
         dport,
         _pad: 0,
         comm: comm(),
+        py_stack: pystack::take(ctx),
     };
     if ORIGINS.insert(&skaddr, &value, 0).is_err() {
         count(counter::FD_INSERT_FAILED);

@@ -220,6 +220,18 @@ pub fn python(frames: &[String]) -> Vec<String> {
     )
 }
 
+/// How many frames at the start of a creation stack are Python frames (the
+/// kernel's Python walk comes first, then the native stack).
+pub fn python_prefix(frames: &[String]) -> usize {
+    frames
+        .iter()
+        .take_while(|f| {
+            !f.contains("+0x")
+                && python_file(f).is_some_and(|file| file.ends_with(".py") || file.starts_with('<'))
+        })
+        .count()
+}
+
 /// The file of a `qualname (file:line)` frame.
 fn python_file(frame: &str) -> Option<&str> {
     split_frame(frame).1.file

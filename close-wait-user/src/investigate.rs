@@ -28,6 +28,10 @@ use crate::{
 pub trait Origins {
     fn sock_origin(&self, skaddr: u64) -> Option<SockOrigin>;
     fn stack(&self, id: i32) -> Vec<u64>;
+    /// The Python stack the kernel took with an origin (its `py_stack`).
+    fn python_stack(&self, _pid: u32, _id: u64) -> Option<crate::python::kernel::Resolved> {
+        None
+    }
     /// Monotonic time of the newest traced connect() of process `pid` to
     /// remote port `dport` whose socket is still open.
     fn connect_ts(&self, _pid: u32, _dport: u16) -> Option<u64> {
@@ -136,6 +140,7 @@ struct Creator {
     kind: u32,
     user_stack: i32,
     kernel_stack: i32,
+    py_stack: u64,
     creator_holds: bool,
     /// No call was traced: an accepted socket's creator taken from the
     /// listener's holders (no stack exists).
@@ -238,6 +243,7 @@ fn find_creator(
             kind: o.kind,
             user_stack: o.user_stack,
             kernel_stack: o.kernel_stack,
+            py_stack: o.py_stack,
             creator_holds: holders.iter().any(|h| h.pid == pid),
             from_listener: false,
         });
@@ -253,6 +259,7 @@ fn find_creator(
         kind: origin::ACCEPT,
         user_stack: -1,
         kernel_stack: -1,
+        py_stack: 0,
         creator_holds: holds,
         from_listener: true,
     };
@@ -514,11 +521,28 @@ pub fn investigate(
                 } else {
                     Vec::new()
                 };
-                (
-                    frames.iter().map(|f| f.to_string()).collect(),
-                    note,
-                    kframes,
-                )
+                // Python frames first (innermost first, as the native
+                // frames read), then the native stack.
+                let mut shown: Vec<String> = Vec::new();
+                if let Some(py) = origins.python_stack(c.pid, c.py_stack) {
+                    shown.extend(py.frames.iter().map(|f| f.to_string()));
+                    // With Python frames the caller is named: a native walk
+                    // cut short by the interpreter's missing frame pointers
+                    // is no longer news.
+                    if !py.frames.is_empty()
+                        && note.as_deref().is_some_and(|n| n.contains("frame pointers"))
+                    {
+                        note = None;
+                    }
+                    if let Some(n) = py.note {
+                        note = Some(match note {
+                            Some(old) => format!("{n}; {old}"),
+                            None => n,
+                        });
+                    }
+                }
+                shown.extend(frames.iter().map(|f| f.to_string()));
+                (shown, note, kframes)
             }
             None => (
                 Vec::new(),
@@ -1272,6 +1296,7 @@ mod tests {
             dport: 80,
             _pad: 0,
             comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            py_stack: 0,
         };
         let child = holder(4_200_002, 5);
         let acc = &mut Acceptors::default();

@@ -10,8 +10,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use close_wait_common::{
-    counter, stack_mode, FdOffsets, NetnsOffsets, OtherOffsets, SockOffsets, SockOrigin,
-    StateOffsets, STATE_LAYOUT,
+    counter, stack_mode, FdOffsets, NetnsOffsets, OtherOffsets, PyOffsets, PyStack, SockOffsets,
+    SockOrigin, StateOffsets, STATE_LAYOUT,
 };
 
 use crate::{
@@ -50,6 +50,8 @@ pub enum LoadError {
     },
     #[error("reading /sys/kernel/btf/vmlinux")]
     Btf(#[source] aya::BtfError),
+    #[error("starting the Python process rescan")]
+    Thread(#[source] std::io::Error),
     #[error("--accept-stacks needs the kernel's BTF (/sys/kernel/btf/vmlinux) to find the socket behind accept()'s descriptor")]
     AcceptStacksBtf(#[source] btf::BtfError),
     /// An explicit `--hooks fentry|kprobe` that cannot attach here.
@@ -419,6 +421,70 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     origins: HashMap<MapData, u64, SockOrigin>,
     stacks: StackTraceMap<MapData>,
+    python: std::sync::Arc<std::sync::Mutex<PyKernel>>,
+}
+
+/// Distinct Python stacks the kernel side keeps (`PY_STACKS`).
+const PY_STACKS_KEPT: u32 = 2048;
+
+/// The Python processes the kernel walks and the walks it took.
+pub struct PyKernel {
+    registry: crate::python::kernel::Registry,
+    procs: HashMap<MapData, u32, PyOffsets>,
+    walks: HashMap<MapData, u64, PyStack>,
+    /// Resolved walks by (pid, walk id).
+    resolved: std::collections::HashMap<(u32, u64), crate::python::kernel::Resolved>,
+}
+
+impl PyKernel {
+    fn scan(&mut self) {
+        let ch = self.registry.scan();
+        for pid in &ch.removed {
+            if let Err(e) = self.procs.remove(pid) {
+                log::debug!("python: pid {pid} gone, its entry: {e}");
+            }
+        }
+        if !ch.removed.is_empty() {
+            self.resolved
+                .retain(|(pid, _), _| !ch.removed.contains(pid));
+        }
+        for (pid, off, version) in ch.added {
+            match self.procs.insert(pid, off, 0) {
+                Ok(()) => log::info!(
+                    "python: pid {pid} (CPython {version}) registered for creation stacks"
+                ),
+                Err(e) => log::info!("python: pid {pid} not registered: {e}"),
+            }
+        }
+    }
+
+    fn resolve(&mut self, pid: u32, id: u64) -> Option<crate::python::kernel::Resolved> {
+        use crate::python::kernel::{resolve, Resolved};
+        if let Some(r) = self.resolved.get(&(pid, id)) {
+            return Some(r.clone());
+        }
+        let r = match (self.walks.get(&id, 0), self.registry.procs.get(&pid)) {
+            (Ok(st), Some(p)) => resolve(p, &st),
+            (Ok(st), None) => Resolved {
+                frames: Vec::new(),
+                note: Some(format!(
+                    "a Python stack of {} frames was taken at connect(), not resolved: pid {pid} is no longer a registered Python process",
+                    st.n
+                )),
+            },
+            (Err(e), _) => {
+                log::debug!("python: walk {id:#x} of pid {pid}: {e}");
+                Resolved {
+                    frames: Vec::new(),
+                    note: Some(format!(
+                        "a Python stack was taken at connect() but is no longer kept (the kernel keeps the {PY_STACKS_KEPT} most recently taken distinct Python stacks)"
+                    )),
+                }
+            }
+        };
+        self.resolved.insert((pid, id), r.clone());
+        Some(r)
+    }
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -549,6 +615,14 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         .override_global("STACK_MODE", &smode, true)
         .override_global("FD_OFF", &fd_off, true)
         .map_max_entries("STACKS", stack_map_entries(opts.stacks))
+        .map_max_entries(
+            "PY_STACKS",
+            if opts.stacks == Stacks::None {
+                1
+            } else {
+                PY_STACKS_KEPT
+            },
+        )
         .map_max_entries("SOCKS", max)
         .map_max_entries("ORIGINS", origin_map_entries(max))
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
@@ -621,6 +695,32 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
     hooks.extend(close_hook.map(|h| format!("{}:{CLOSE_FN}", h.as_str())));
     log::info!("hooks attached: {}", hooks.join(", "));
     let ring: RingBuf<MapData> = map(&mut ebpf, "EVENTS")?;
+    let mut py = PyKernel {
+        registry: Default::default(),
+        procs: map(&mut ebpf, "PY_PROCS")?,
+        walks: map(&mut ebpf, "PY_STACKS")?,
+        resolved: Default::default(),
+    };
+    // Every Python process running now is registered before the tracer
+    // says it is attached; with --stacks none none is.
+    let walking = opts.stacks != Stacks::None;
+    if walking {
+        py.scan();
+    }
+    let python = std::sync::Arc::new(std::sync::Mutex::new(py));
+    if walking {
+        let weak = std::sync::Arc::downgrade(&python);
+        std::thread::Builder::new()
+            .name("python-rescan".into())
+            .spawn(move || loop {
+                std::thread::sleep(crate::python::kernel::RESCAN_EVERY);
+                let Some(py) = weak.upgrade() else { return };
+                if let Ok(mut g) = py.lock() {
+                    g.scan();
+                };
+            })
+            .map_err(LoadError::Thread)?;
+    }
     let tracer = Tracer {
         state_hook,
         hooks,
@@ -628,6 +728,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         counters: map(&mut ebpf, "COUNTERS")?,
         origins: map(&mut ebpf, "ORIGINS")?,
         stacks: map(&mut ebpf, "STACKS")?,
+        python,
         links,
         _ebpf: ebpf,
     };
@@ -700,6 +801,15 @@ impl Tracer {
                 Some(parse_prog_fdinfo(name, &text))
             })
             .collect()
+    }
+
+    /// The Python stack the kernel took with an origin (`py_stack` id) in
+    /// process `pid`, resolved (once; later calls reuse it).
+    pub fn python_stack(&self, pid: u32, id: u64) -> Option<crate::python::kernel::Resolved> {
+        if id == 0 {
+            return None;
+        }
+        self.python.lock().ok()?.resolve(pid, id)
     }
 
     /// How the socket at kernel address `skaddr` was created, if the

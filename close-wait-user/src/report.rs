@@ -220,7 +220,12 @@ fn render_group(out: &mut String, r: &Report, gi: usize, g: &StuckGroup, all: bo
     }
     if !g.stack.is_empty() {
         let _ = writeln!(out, "  created at:");
-        for f in crate::fold::native(&g.stack) {
+        let py = crate::fold::python_prefix(&g.stack);
+        let python = crate::fold::python(&g.stack[..py]);
+        for f in python
+            .into_iter()
+            .chain(crate::fold::native(&g.stack[py..]))
+        {
             let _ = writeln!(out, "    {f}");
         }
     }

@@ -60,6 +60,9 @@ impl Origins for Tracer {
     fn stack(&self, id: i32) -> Vec<u64> {
         Tracer::stack(self, id)
     }
+    fn python_stack(&self, pid: u32, id: u64) -> Option<crate::python::kernel::Resolved> {
+        Tracer::python_stack(self, pid, id)
+    }
 }
 
 /// The output files, claimed (checked and locked) before attaching.

@@ -11,6 +11,7 @@
 //! rather than guessing.
 
 pub mod elf;
+pub mod kernel;
 pub mod linetable;
 pub mod mem;
 pub mod offsets;
