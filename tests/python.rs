@@ -198,14 +198,21 @@ fn line_in(file: &str, name: &str) -> u32 {
         .unwrap_or_else(|| panic!("no {marker} in {}", path.display()))
 }
 
-/// One client of tests/helpers/pyhttpleak.py, started before the tracer so
-/// the tracer registers it at attach (a process started later is found by
-/// the rescan, within a second, which a test cannot wait for without
-/// guessing a delay).
+/// One client of tests/helpers/pyhttpleak.py. It connects once its `go`
+/// file exists.
 struct HttpLeak {
     python: String,
     client: Proc,
     go: PathBuf,
+}
+
+/// When the clients start: before the tracer (registered by the scan at
+/// attach) or after it says it is tracing (registered when the kernel
+/// reports their exec, before their first connect()).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Started {
+    BeforeAttach,
+    AfterAttach,
 }
 
 #[test]
@@ -213,14 +220,37 @@ fn python_creation_stacks_on_every_cpython() {
     if !privileged("python_creation_stacks_on_every_cpython") {
         return;
     }
+    creation_stacks(Started::BeforeAttach);
+}
+
+#[test]
+fn python_creation_stacks_of_processes_started_after_attach() {
+    if !privileged("python_creation_stacks_of_processes_started_after_attach") {
+        return;
+    }
+    creation_stacks(Started::AfterAttach);
+}
+
+/// Every CPython here leaks N HTTP connections from fetch_quote(); each
+/// group's creation stack names the three application frames, innermost
+/// first, after the stdlib's.
+fn creation_stacks(started: Started) {
     const N: usize = 3;
     let (_server, port) = server(&["--mode", "close-now", "--count", "100", "--hold", "60"]);
     let dir = tempdir("pyhttpleak");
+    let mut tracer = None;
+    if started == Started::AfterAttach {
+        tracer = Some(Tracer::start(&["--threshold", "1s"]));
+    }
     let leaks: Vec<HttpLeak> = interpreters()
         .iter()
         .enumerate()
         .map(|(i, py)| {
             let go = dir.path().join(format!("go{i}"));
+            if started == Started::AfterAttach {
+                // Connect at once: no time for a rescan to find it.
+                std::fs::write(&go, b"go").unwrap();
+            }
             let client = Proc::spawn(
                 &format!("{py} pyhttpleak.py"),
                 Command::new(py)
@@ -238,7 +268,7 @@ fn python_creation_stacks_on_every_cpython() {
             }
         })
         .collect();
-    let tracer = Tracer::start(&["--threshold", "1s"]);
+    let tracer = tracer.unwrap_or_else(|| Tracer::start(&["--threshold", "1s"]));
     let mut tuples = Vec::new();
     for l in &leaks {
         std::fs::write(&l.go, b"go").unwrap();

@@ -44,6 +44,9 @@ pub mod kind {
     /// tcp_close() (fentry or kprobe) on a socket tracked in CLOSE_WAIT or
     /// past it: the application gave the socket up.
     pub const CLOSE: u32 = 5;
+    /// sched:sched_process_exec (with Python walks on): a process started
+    /// a new program, to be looked at for a CPython to register at once.
+    pub const EXEC: u32 = 6;
 }
 
 /// `Event::flags` bits.

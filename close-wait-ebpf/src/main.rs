@@ -207,7 +207,8 @@ fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
 #[inline(always)]
 pub(crate) fn netns_of(skaddr: u64) -> u32 {
     let off = NETNS_OFF.load();
-    if off.skc_net == 0 {
+    // skaddr 0: an event about a process, not a socket.
+    if off.skc_net == 0 || skaddr == 0 {
         return 0;
     }
     let net = unsafe { bpf_probe_read_kernel((skaddr + off.skc_net as u64) as *const u64) };

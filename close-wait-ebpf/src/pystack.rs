@@ -19,10 +19,13 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::map,
+    macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
+    programs::TracePointContext,
     EbpfContext,
 };
+
+use crate::{BPF_RB_FORCE_WAKEUP, EVENTS};
 use close_wait_common::{py_note, PyOffsets, PyStack, PY_MAX_THREADS, PY_SLOTS};
 
 /// Registered CPython processes: tgid -> offsets.
@@ -68,6 +71,24 @@ pub fn take<C: EbpfContext>(_ctx: &C) -> u64 {
         Ok(()) => key,
         Err(_) => 0,
     }
+}
+
+/// `sched:sched_process_exec`: a process runs a new program. Userspace
+/// looks at it at once (woken now, not at its next drain) for a CPython to
+/// register before the program's first connect(); without this a process
+/// started after attach waits for the once-a-second rescan. Attached only
+/// with Python walks on (`--stacks` other than none).
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let ev = crate::new_event(close_wait_common::kind::EXEC, 0, now, 0, 0);
+    if EVENTS
+        .output::<close_wait_common::Event>(&ev, BPF_RB_FORCE_WAKEUP)
+        .is_err()
+    {
+        crate::count(close_wait_common::counter::RINGBUF_LOST);
+    }
+    0
 }
 
 /// FNV-1a over the walk's note and filled slots, never 0 (0 means none).

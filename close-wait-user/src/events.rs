@@ -21,6 +21,8 @@ pub enum Kind {
     State,
     RecvReset,
     Destroy,
+    /// A process exec'd (sched:sched_process_exec): `pid_tgid` is its.
+    Exec,
     /// tcp_close() (fentry or kprobe): the application gave the socket up.
     Close,
 }
@@ -32,6 +34,7 @@ impl TryFrom<u32> for Kind {
             kind::STATE => Ok(Kind::State),
             kind::RECV_RESET => Ok(Kind::RecvReset),
             kind::DESTROY => Ok(Kind::Destroy),
+            kind::EXEC => Ok(Kind::Exec),
             kind::CLOSE => Ok(Kind::Close),
             other => Err(DecodeError::Kind(other)),
         }

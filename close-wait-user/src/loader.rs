@@ -206,6 +206,9 @@ pub struct LoadOptions {
 /// category, name).
 pub const HOOKS: [(&str, &str, &str); 1] = [("tcp_receive_reset", "tcp", "tcp_receive_reset")];
 
+/// Where new processes are seen at once, for Python walks.
+pub const EXEC_HOOK: &str = "sched:sched_process_exec";
+
 /// The state hook as the report's `hooks` names it on each path.
 pub const STATE_RAW: &str = "raw_tp:inet_sock_set_state";
 pub const STATE_TP: &str = "sock:inet_sock_set_state";
@@ -422,6 +425,52 @@ pub struct Tracer {
     origins: HashMap<MapData, u64, SockOrigin>,
     stacks: StackTraceMap<MapData>,
     python: std::sync::Arc<std::sync::Mutex<PyKernel>>,
+    /// Processes that exec'd, for the Python registry's thread.
+    execs: Option<std::sync::mpsc::Sender<u32>>,
+}
+
+/// The Python registry's thread: a full rescan every
+/// [`crate::python::kernel::RESCAN_EVERY`], and each process that exec'd
+/// looked at as soon as it is reported (again every few milliseconds while
+/// a python's interpreter is not mapped yet). Ends with the tracer.
+fn registry_thread(
+    py: &std::sync::Weak<std::sync::Mutex<PyKernel>>,
+    execs: &std::sync::mpsc::Receiver<u32>,
+) {
+    use crate::python::kernel::{EXEC_RETRIES, EXEC_RETRY_EVERY, RESCAN_EVERY};
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
+    let mut next_scan = Instant::now() + RESCAN_EVERY;
+    // (pid, tries left)
+    let mut pending: Vec<(u32, u8)> = Vec::new();
+    loop {
+        let wait = if pending.is_empty() {
+            next_scan.saturating_duration_since(Instant::now())
+        } else {
+            EXEC_RETRY_EVERY
+        };
+        match execs.recv_timeout(wait) {
+            Ok(pid) => {
+                pending.push((pid, EXEC_RETRIES));
+                pending.extend(execs.try_iter().map(|p| (p, EXEC_RETRIES)));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(py) = py.upgrade() else { return };
+        let Ok(mut g) = py.lock() else { return };
+        pending.retain_mut(|(pid, tries)| {
+            if g.exec(*pid) || *tries == 0 {
+                return false;
+            }
+            *tries -= 1;
+            true
+        });
+        if Instant::now() >= next_scan {
+            g.scan();
+            next_scan = Instant::now() + RESCAN_EVERY;
+        }
+    }
 }
 
 /// Distinct Python stacks the kernel side keeps (`PY_STACKS`).
@@ -439,6 +488,11 @@ pub struct PyKernel {
 impl PyKernel {
     fn scan(&mut self) {
         let ch = self.registry.scan();
+        self.apply(ch);
+    }
+
+    /// Puts a registry change into `PY_PROCS`.
+    fn apply(&mut self, ch: crate::python::kernel::Changes) {
         for pid in &ch.removed {
             if let Err(e) = self.procs.remove(pid) {
                 log::debug!("python: pid {pid} gone, its entry: {e}");
@@ -456,6 +510,14 @@ impl PyKernel {
                 Err(e) => log::info!("python: pid {pid} not registered: {e}"),
             }
         }
+    }
+
+    /// Looks at process `pid`, which just exec'd; true when that is
+    /// settled (registered, or not a python), false to look again soon.
+    fn exec(&mut self, pid: u32) -> bool {
+        let (settled, ch) = self.registry.exec(pid);
+        self.apply(ch);
+        settled
     }
 
     fn resolve(&mut self, pid: u32, id: u64) -> Option<crate::python::kernel::Resolved> {
@@ -672,6 +734,30 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         ));
         attached.push(format!("{category}:{tp}"));
     }
+    if opts.stacks != Stacks::None {
+        // Optional: without it new processes wait for the rescan.
+        let tried = (|| -> Result<Link, LoadError> {
+            let p: &mut TracePoint = program(&mut ebpf, "sched_process_exec")?;
+            p.load().map_err(LoadError::program("loading"))?;
+            let link = p
+                .attach("sched", "sched_process_exec")
+                .map_err(LoadError::program("attaching"))?;
+            Ok(Box::new(
+                p.take_link(link)
+                    .map_err(LoadError::program("taking the link"))?,
+            ))
+        })();
+        match tried {
+            Ok(link) => {
+                links.push(link);
+                attached.push(EXEC_HOOK.to_string());
+            }
+            Err(e) => log::info!(
+                "hooks: {EXEC_HOOK}: {}: CPython processes started after attach are found by the once-a-second rescan only",
+                chain(&e)
+            ),
+        }
+    }
     if let Ok(mut a) = ATTACHED.lock() {
         *a = attached;
     }
@@ -708,17 +794,14 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         py.scan();
     }
     let python = std::sync::Arc::new(std::sync::Mutex::new(py));
+    let mut execs = None;
     if walking {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        execs = Some(tx);
         let weak = std::sync::Arc::downgrade(&python);
         std::thread::Builder::new()
-            .name("python-rescan".into())
-            .spawn(move || loop {
-                std::thread::sleep(crate::python::kernel::RESCAN_EVERY);
-                let Some(py) = weak.upgrade() else { return };
-                if let Ok(mut g) = py.lock() {
-                    g.scan();
-                };
-            })
+            .name("python-registry".into())
+            .spawn(move || registry_thread(&weak, &rx))
             .map_err(LoadError::Thread)?;
     }
     let tracer = Tracer {
@@ -729,6 +812,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         origins: map(&mut ebpf, "ORIGINS")?,
         stacks: map(&mut ebpf, "STACKS")?,
         python,
+        execs,
         links,
         _ebpf: ebpf,
     };
@@ -801,6 +885,13 @@ impl Tracer {
                 Some(parse_prog_fdinfo(name, &text))
             })
             .collect()
+    }
+
+    /// Where to send the pid of a process that exec'd, to be looked at for
+    /// a CPython at once on the registry's thread; None with Python walks
+    /// off.
+    pub fn exec_notifier(&self) -> Option<std::sync::mpsc::Sender<u32>> {
+        self.execs.clone()
     }
 
     /// The Python stack the kernel took with an origin (`py_stack` id) in

@@ -284,6 +284,7 @@ impl Tracker {
                 }
                 Transition::Nothing
             }
+            Kind::Exec => Transition::Nothing,
             Kind::Destroy => {
                 self.shut.remove(&r.skaddr);
                 if self.remove(r.skaddr).is_some() {

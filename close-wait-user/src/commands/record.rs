@@ -217,10 +217,22 @@ struct Recording {
     /// What was attached (the report's `hooks`).
     hooks: Vec<String>,
     hook_path: HookPath,
+    /// Pids of processes that exec'd, for the Python registry.
+    python_execs: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 impl Recording {
     fn on_record(&mut self, r: &Record) {
+        if r.kind == events::Kind::Exec {
+            let pid = r.pid;
+            if let Some(tx) = &self.python_execs {
+                // The registry's thread stops only with the tracer.
+                if tx.send(pid).is_err() {
+                    log::debug!("python: exec of pid {pid} not looked at: the registry stopped");
+                }
+            }
+            return;
+        }
         if self.args.events {
             self.print_event(r);
         }
@@ -517,6 +529,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
             t
         },
         hooks: tracer.hooks.clone(),
+        python_execs: tracer.exec_notifier(),
         hook_path,
         agg: Aggregator::new(
             args.filters.clone(),

@@ -3,18 +3,17 @@
 //! and instruction pointer per frame) into `qualname (file:line)`.
 //!
 //! Registration: every CPython process running at attach (a scan of /proc
-//! before the tracer reports itself attached), then a rescan every
-//! [`RESCAN_EVERY`] that looks only at processes it has not seen yet (one
+//! before the tracer reports itself attached); a process that exec'd as
+//! soon as the kernel reports it (`sched:sched_process_exec`, looked at
+//! again every [`EXEC_RETRY_EVERY`] while a python's libpython is not mapped
+//! yet), so that it is registered before its first connect(); and a rescan
+//! every [`RESCAN_EVERY`] for what that missed (an embedded interpreter
+//! loaded later), looking only at processes it has not seen yet (one
 //! `readlink` of /proc/PID/exe per process, `/proc/PID/maps` once per new
-//! process or exec). A rescan rather than an exec hook: an exec hook would
-//! attach one more program for every exec on the machine and still race
-//! with the dynamic loader (libpython is mapped after exec returns), while
-//! a process that connects in its first second is rare in the services
-//! close-wait watches; such a socket gets its native stack only.
+//! process or exec).
 //!
-//! Resolution reads the live process (`process_vm_readv`) as soon as the
-//! socket's CLOSE_WAIT episode arrives, cached per walk and per (process,
-//! code object), so a process that exits later keeps its names.
+//! Resolution reads the live process (`process_vm_readv`) when a stuck
+//! socket is reported, cached per (process, walk).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -25,6 +24,11 @@ use super::{PyFrame, PyProcess};
 
 /// How often new processes are looked for.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// After an exec, a python whose interpreter is not mapped yet (the dynamic
+/// loader has not mapped libpython) is looked at again this often ...
+pub const EXEC_RETRY_EVERY: Duration = Duration::from_millis(2);
+/// ... this many times (40 ms: CPython takes longer than that to start).
+pub const EXEC_RETRIES: u8 = 20;
 /// Times a process whose executable is named python is retried when its
 /// interpreter is not mapped yet (a rescan caught it inside the loader).
 const RETRIES: u8 = 5;
@@ -113,6 +117,41 @@ pub struct Changes {
 }
 
 impl Registry {
+    /// Looks at process `pid`, which just exec'd (its old program, if it
+    /// was registered, is gone). True when that is settled: registered, not
+    /// a python, or gone; false for a python whose interpreter is not
+    /// mapped yet.
+    pub fn exec(&mut self, pid: u32) -> (bool, Changes) {
+        let mut ch = Changes::default();
+        if pid == std::process::id() {
+            return (true, ch);
+        }
+        if self.procs.remove(&pid).is_some() {
+            ch.removed.push(pid);
+        }
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            self.seen.remove(&pid);
+            return (true, ch);
+        };
+        let exe = exe.to_string_lossy().into_owned();
+        match PyProcess::attach(pid) {
+            Ok(p) => {
+                ch.added.push((pid, offsets_for(&p), p.version_text()));
+                self.procs.insert(pid, p);
+                self.seen.insert(pid, (exe, 0));
+                (true, ch)
+            }
+            Err(_) => {
+                let named = exe.rsplit('/').next().is_some_and(|n| n.contains("python"));
+                // A python not ready by the last quick look is left to the
+                // rescan's own retries.
+                self.seen
+                    .insert(pid, (exe, if named { RETRIES } else { 0 }));
+                (!named, ch)
+            }
+        }
+    }
+
     /// Looks at every process of /proc not seen yet (or exec'd since).
     pub fn scan(&mut self) -> Changes {
         let mut ch = Changes::default();
