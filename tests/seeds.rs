@@ -108,14 +108,37 @@ fn stuck(json: &Value) -> &Vec<Value> {
     json["stuck"].as_array().expect("stuck")
 }
 
-/// The innermost frame of a connect()-created socket's stack is connect().
-fn assert_connect_stack(e: &Value) {
-    let first = e["stack"][0].as_str().unwrap_or_default();
+/// A connect()-created socket's stack: the Python frames first when the
+/// creator was walked as a CPython, then the native ones, the innermost of
+/// which is connect(). With `python_fn`, the Python frames include that
+/// function of seeds.py (the application code that connected).
+fn assert_connect_stack(e: &Value, python_fn: Option<&str>) {
+    let frames: Vec<&str> = e["stack"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stack: {}", pretty(e)))
+        .iter()
+        .map(|f| f.as_str().unwrap_or_default())
+        .collect();
+    // Native frames are symbol+offset; Python frames are qualname (file:line).
+    let native = frames
+        .iter()
+        .position(|f| f.contains("+0x"))
+        .unwrap_or_else(|| panic!("no native frame: {}", pretty(e)));
     assert!(
-        first.contains("connect"),
-        "innermost frame is not connect(): {}",
+        frames[native].contains("connect"),
+        "innermost native frame is not connect(): {}",
         pretty(e)
     );
+    if let Some(f) = python_fn {
+        let head = format!("{f} (");
+        assert!(
+            frames[..native]
+                .iter()
+                .any(|p| p.starts_with(&head) && p.contains("seeds.py:")),
+            "no Python frame of {f} in seeds.py before the native stack: {}",
+            pretty(e)
+        );
+    }
 }
 
 /// Seed 000 (Tornado behind OpenResty): the only thread of the event loop
@@ -421,7 +444,8 @@ fn seed001_client_that_never_closes_piles_up_one_per_request() {
         assert_eq!(e["diagnosis"], "read-not-closed", "{ctx}");
         // The server still listens: nothing claims it is gone.
         assert_eq!(e["evidence"], FORGOT_CLOSE, "{ctx}");
-        assert_connect_stack(e);
+        // The client started after the tracer: registered at its exec.
+        assert_connect_stack(e, Some("httplib"));
     }
     // Only the client's sockets: the server closed first, it has none.
     assert_eq!(stuck(j).len(), FIRST + SECOND, "{}", pretty(&j["stuck"]));
@@ -696,7 +720,7 @@ fn seed003_pool_keeps_dead_connections_of_scaled_away_peers() {
                 format!("{FORGOT_CLOSE}; {PEER_GONE} (peer gone or scaled away?)"),
                 "{ctx}"
             );
-            assert_connect_stack(e);
+            assert_connect_stack(e, Some("pool"));
         }
         let g = group(j, "read-not-closed", pid, a);
         assert_eq!(g["count"], PER as u64, "{}", pretty(g));
@@ -853,7 +877,9 @@ fn seed004_prefork_workers_hold_leaked_upstream_connections() {
             "the worker connected: {ctx}"
         );
         assert_eq!(e["unread_bytes"], 0, "{ctx}");
-        assert_connect_stack(e);
+        // Forked workers connect before the rescan registers them: native
+        // frames only.
+        assert_connect_stack(e, None);
         if *i == ORPHAN {
             // Only the background job holds it; its creator exited.
             assert_eq!(h, vec![(child as u64, *fd as u64)], "{ctx}");
