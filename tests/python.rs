@@ -206,13 +206,17 @@ struct HttpLeak {
     go: PathBuf,
 }
 
-/// When the clients start: before the tracer (registered by the scan at
+/// When the clients start, against the tracer's attach: before the tracer (registered by the scan at
 /// attach) or after it says it is tracing (registered when the kernel
 /// reports their exec, before their first connect()).
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Started {
-    BeforeAttach,
-    AfterAttach,
+enum Clients {
+    StartedBefore,
+    StartedAfter,
+    /// Started before the tracer, forks after it: the child (which never
+    /// execs) connects at once, registered when the kernel reports the
+    /// fork of a registered CPython.
+    ForkedAfter,
 }
 
 #[test]
@@ -220,7 +224,15 @@ fn python_creation_stacks_on_every_cpython() {
     if !privileged("python_creation_stacks_on_every_cpython") {
         return;
     }
-    creation_stacks(Started::BeforeAttach);
+    creation_stacks(Clients::StartedBefore);
+}
+
+#[test]
+fn python_creation_stacks_of_workers_forked_after_attach() {
+    if !privileged("python_creation_stacks_of_workers_forked_after_attach") {
+        return;
+    }
+    creation_stacks(Clients::ForkedAfter);
 }
 
 #[test]
@@ -228,18 +240,18 @@ fn python_creation_stacks_of_processes_started_after_attach() {
     if !privileged("python_creation_stacks_of_processes_started_after_attach") {
         return;
     }
-    creation_stacks(Started::AfterAttach);
+    creation_stacks(Clients::StartedAfter);
 }
 
 /// Every CPython here leaks N HTTP connections from fetch_quote(); each
 /// group's creation stack names the three application frames, innermost
 /// first, after the stdlib's.
-fn creation_stacks(started: Started) {
+fn creation_stacks(started: Clients) {
     const N: usize = 3;
     let (_server, port) = server(&["--mode", "close-now", "--count", "100", "--hold", "60"]);
     let dir = tempdir("pyhttpleak");
     let mut tracer = None;
-    if started == Started::AfterAttach {
+    if started == Clients::StartedAfter {
         tracer = Some(Tracer::start(&["--threshold", "1s"]));
     }
     let leaks: Vec<HttpLeak> = interpreters()
@@ -247,19 +259,20 @@ fn creation_stacks(started: Started) {
         .enumerate()
         .map(|(i, py)| {
             let go = dir.path().join(format!("go{i}"));
-            if started == Started::AfterAttach {
+            if started == Clients::StartedAfter {
                 // Connect at once: no time for a rescan to find it.
                 std::fs::write(&go, b"go").unwrap();
             }
-            let client = Proc::spawn(
-                &format!("{py} pyhttpleak.py"),
-                Command::new(py)
-                    .arg(helper("pyhttpleak.py"))
-                    .arg(port.to_string())
-                    .arg(N.to_string())
-                    .arg("60")
-                    .arg(&go),
-            );
+            let mut cmd = Command::new(py);
+            cmd.arg(helper("pyhttpleak.py"))
+                .arg(port.to_string())
+                .arg(N.to_string())
+                .arg("60")
+                .arg(&go);
+            if started == Clients::ForkedAfter {
+                cmd.arg("fork");
+            }
+            let client = Proc::spawn(&format!("{py} pyhttpleak.py"), &mut cmd);
             client.expect("ready ", SECS10);
             HttpLeak {
                 python: py.clone(),
@@ -270,6 +283,8 @@ fn creation_stacks(started: Started) {
         .collect();
     let tracer = tracer.unwrap_or_else(|| Tracer::start(&["--threshold", "1s"]));
     let mut tuples = Vec::new();
+    // The process that leaked: the client, or its forked child.
+    let mut leaker = Vec::new();
     for l in &leaks {
         std::fs::write(&l.go, b"go").unwrap();
         for _ in 0..N {
@@ -279,7 +294,15 @@ fn creation_stacks(started: Started) {
                 v4(port),
             ));
         }
-        l.client.expect(&format!("leaked {N}"), SECS10);
+        // "leaked N pid PID"
+        let line = l.client.expect(&format!("leaked {N}"), SECS10);
+        let pid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert_eq!(
+            pid == l.client.pid(),
+            started != Clients::ForkedAfter,
+            "{line}"
+        );
+        leaker.push(pid);
     }
     settle_stuck(&tuples, THRESHOLD_MS);
     let out = stop_ok(tracer);
@@ -292,8 +315,8 @@ fn creation_stacks(started: Started) {
         ),
         format!("<module> ({file}:{})", line_in("pyhttpleak.py", "module")),
     ];
-    for l in &leaks {
-        let g = the_group(&out.json, l.client.pid());
+    for (l, &pid) in leaks.iter().zip(&leaker) {
+        let g = the_group(&out.json, pid);
         assert_eq!(g["count"], N, "{}: {}", l.python, pretty(g));
         let stack: Vec<&str> = g["stack"]
             .as_array()

@@ -45,7 +45,9 @@ pub mod kind {
     /// past it: the application gave the socket up.
     pub const CLOSE: u32 = 5;
     /// sched:sched_process_exec (with Python walks on): a process started
-    /// a new program, to be looked at for a CPython to register at once.
+    /// a new program, to be looked at for a CPython to register at once;
+    /// also sched:sched_process_fork of a registered CPython, for its
+    /// child. The pid to look at is in `pid_tgid`.
     pub const EXEC: u32 = 6;
 }
 

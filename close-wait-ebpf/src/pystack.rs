@@ -34,7 +34,7 @@ static PY_PROCS: HashMap<u32, PyOffsets> = HashMap::with_max_entries(1024, 0);
 /// Kernel Python walks by the hash of their contents: one entry per
 /// distinct stack; the least recently taken go first when full.
 #[map]
-static PY_STACKS: LruHashMap<u64, PyStack> = LruHashMap::with_max_entries(2048, 0);
+static PY_STACKS: LruHashMap<u64, PyStack> = LruHashMap::with_max_entries(1024, 0);
 /// A walk is built here (it is larger than the 512-byte BPF stack).
 #[map]
 static PY_SCRATCH: PerCpuArray<PyStack> = PerCpuArray::with_max_entries(1, 0);
@@ -82,6 +82,43 @@ pub fn take<C: EbpfContext>(_ctx: &C) -> u64 {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let ev = crate::new_event(close_wait_common::kind::EXEC, 0, now, 0, 0);
+    if EVENTS
+        .output::<close_wait_common::Event>(&ev, BPF_RB_FORCE_WAKEUP)
+        .is_err()
+    {
+        crate::count(close_wait_common::counter::RINGBUF_LOST);
+    }
+    0
+}
+
+/// Where `sched:sched_process_fork`'s record keeps `child_pid` (from the
+/// running kernel's tracefs format; set by userspace before loading).
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFF: crate::Global<u32> = crate::Global::new(0);
+
+/// `sched:sched_process_fork` of a registered CPython process: a forked
+/// worker runs the same interpreter at the same addresses, so the child is
+/// registered here with its parent's offsets, before it can connect() (a
+/// prefork pool's workers never exec, and connect at once). Userspace is
+/// told, to follow it as its own process; a new thread's "child" is a
+/// thread id, whose entry userspace removes. Any other fork costs the one
+/// look-up.
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(off) = (unsafe { PY_PROCS.get(&tgid) }) else {
+        return 0;
+    };
+    let off = *off;
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(FORK_CHILD_PID_OFF.load() as usize) }) else {
+        return 0;
+    };
+    if PY_PROCS.insert(&child, &off, 0).is_err() {
+        return 0;
+    }
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let mut ev = crate::new_event(close_wait_common::kind::EXEC, 0, now, 0, 0);
+    ev.pid_tgid = (u64::from(child) << 32) | u64::from(child);
     if EVENTS
         .output::<close_wait_common::Event>(&ev, BPF_RB_FORCE_WAKEUP)
         .is_err()

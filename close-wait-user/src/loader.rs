@@ -208,6 +208,8 @@ pub const HOOKS: [(&str, &str, &str); 1] = [("tcp_receive_reset", "tcp", "tcp_re
 
 /// Where new processes are seen at once, for Python walks.
 pub const EXEC_HOOK: &str = "sched:sched_process_exec";
+/// Where a registered CPython's forked workers are seen at once.
+pub const FORK_HOOK: &str = "sched:sched_process_fork";
 
 /// The state hook as the report's `hooks` names it on each path.
 pub const STATE_RAW: &str = "raw_tp:inet_sock_set_state";
@@ -474,7 +476,9 @@ fn registry_thread(
 }
 
 /// Distinct Python stacks the kernel side keeps (`PY_STACKS`).
-const PY_STACKS_KEPT: u32 = 2048;
+const PY_STACKS_KEPT: u32 = 1024;
+/// CPython processes the kernel side walks at most (`PY_PROCS`).
+const PY_PROCS_KEPT: u32 = 1024;
 
 /// The Python processes the kernel walks and the walks it took.
 pub struct PyKernel {
@@ -629,6 +633,20 @@ where
     T::try_from(m).map_err(LoadError::map(format!("map {name} has an unexpected type")))
 }
 
+/// Loads program `prog` and attaches it to `hook` ("category:name").
+fn attach_tracepoint(ebpf: &mut Ebpf, prog: &'static str, hook: &str) -> Result<Link, LoadError> {
+    let (category, name) = hook.split_once(':').unwrap_or(("", hook));
+    let p: &mut TracePoint = program(ebpf, prog)?;
+    p.load().map_err(LoadError::program("loading"))?;
+    let link = p
+        .attach(category, name)
+        .map_err(LoadError::program("attaching"))?;
+    Ok(Box::new(
+        p.take_link(link)
+            .map_err(LoadError::program("taking the link"))?,
+    ))
+}
+
 /// The program `name` of the object as its type `T`.
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
@@ -667,6 +685,20 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
     } else {
         FdOffsets::default()
     };
+    // A registered CPython's forks are reported for their child; the
+    // child's pid is read at the offset of this kernel's format.
+    let fork_child_pid = if opts.stacks != Stacks::None {
+        tpformat::read_format(&pre.tracefs, "sched", "sched_process_fork")
+            .and_then(|f| f.offset("child_pid", 4))
+            .map_err(|e| {
+                log::info!(
+                    "hooks: {FORK_HOOK}: {e}: forked CPython workers are found by the once-a-second rescan only"
+                )
+            })
+            .ok()
+    } else {
+        None
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("STATE_OFF", &pre.state, true)
         .override_global("OTHER_OFF", &pre.other, true)
@@ -676,13 +708,23 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         .override_global("FILTER_DPORT", &filter_d, true)
         .override_global("STACK_MODE", &smode, true)
         .override_global("FD_OFF", &fd_off, true)
+        .override_global("FORK_CHILD_PID_OFF", &fork_child_pid.unwrap_or(0), true)
         .map_max_entries("STACKS", stack_map_entries(opts.stacks))
+        // With --stacks none nothing is walked: the least the kernel takes.
         .map_max_entries(
             "PY_STACKS",
             if opts.stacks == Stacks::None {
                 1
             } else {
                 PY_STACKS_KEPT
+            },
+        )
+        .map_max_entries(
+            "PY_PROCS",
+            if opts.stacks == Stacks::None {
+                1
+            } else {
+                PY_PROCS_KEPT
             },
         )
         .map_max_entries("SOCKS", max)
@@ -734,26 +776,33 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         ));
         attached.push(format!("{category}:{tp}"));
     }
-    if opts.stacks != Stacks::None {
-        // Optional: without it new processes wait for the rescan.
-        let tried = (|| -> Result<Link, LoadError> {
-            let p: &mut TracePoint = program(&mut ebpf, "sched_process_exec")?;
-            p.load().map_err(LoadError::program("loading"))?;
-            let link = p
-                .attach("sched", "sched_process_exec")
-                .map_err(LoadError::program("attaching"))?;
-            Ok(Box::new(
-                p.take_link(link)
-                    .map_err(LoadError::program("taking the link"))?,
-            ))
-        })();
-        match tried {
+    // Optional hooks for Python walks: without them new and forked CPython
+    // processes wait for the once-a-second rescan.
+    let optional: [(bool, &str, &str, &str); 2] = [
+        (
+            opts.stacks != Stacks::None,
+            "sched_process_exec",
+            EXEC_HOOK,
+            "CPython processes started after attach",
+        ),
+        (
+            fork_child_pid.is_some(),
+            "sched_process_fork",
+            FORK_HOOK,
+            "forked CPython workers",
+        ),
+    ];
+    for (wanted, prog, hook, who) in optional {
+        if !wanted {
+            continue;
+        }
+        match attach_tracepoint(&mut ebpf, prog, hook) {
             Ok(link) => {
                 links.push(link);
-                attached.push(EXEC_HOOK.to_string());
+                attached.push(hook.to_string());
             }
             Err(e) => log::info!(
-                "hooks: {EXEC_HOOK}: {}: CPython processes started after attach are found by the once-a-second rescan only",
+                "hooks: {hook}: {}: {who} are found by the once-a-second rescan only",
                 chain(&e)
             ),
         }

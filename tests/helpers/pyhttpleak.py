@@ -2,9 +2,10 @@
 """A Python client that leaks HTTP connections (tests/python.rs).
 
 Run with the CPython under test (any 3.11+):
-    pyhttpleak.py PORT COUNT HOLD GO_FILE
+    pyhttpleak.py PORT COUNT HOLD GO_FILE [fork]
 It prints "ready pid PID", waits (at most HOLD seconds) until GO_FILE
-exists, then, from module level, calls handle_order(), which calls
+exists (with "fork", then forks: the child, a prefork worker, goes on and
+the parent waits for it), then, from module level, calls handle_order(), which calls
 fetch_quote() COUNT times; each opens an http.client.HTTPConnection to
 127.0.0.1:PORT and keeps it, never closed. "connected local L" per
 connection, "leaked N pid PID", then it sleeps HOLD seconds. Lines marked
@@ -32,6 +33,11 @@ print(f"ready pid {os.getpid()}", flush=True)
 deadline = time.monotonic() + hold
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.01)
+if sys.argv[5:] == ["fork"]:
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        sys.exit(0)
 keep = []  # the bug: never closed
 handle_order(port, keep, count)  # LINE:module
 for c in keep:

@@ -959,6 +959,23 @@ fn set_linger_zero(s: &TcpStream) {
     };
 }
 
+/// Stops a tracer a section started (SIGINT, as a user would) and removes
+/// its files.
+fn stop_tracer(att: &mut Attached) -> Result<()> {
+    if let Attached::Tracer {
+        child, dir, err, ..
+    } = att
+    {
+        signal(child.id(), libc::SIGINT);
+        reap(child, Duration::from_secs(30))?;
+        err.take().map(|h| h.join());
+        if let Err(e) = std::fs::remove_dir_all(&*dir) {
+            eprintln!("  {}: {e}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 fn churn_section(bin: &Path, object: &Path) -> Result<()> {
     println!(
         "\nRust churn: {CHURN_CONNS} loopback connect/shutdown/reset cycles per round, {} rounds each, \
@@ -980,15 +997,7 @@ fn churn_section(bin: &Path, object: &Path) -> Result<()> {
             let mut att = attach(cfg, bin, object, 100 + r)?;
             std::thread::sleep(Duration::from_millis(200));
             traced.push(churn(CHURN_CONNS)?);
-            if let Attached::Tracer {
-                child, dir, err, ..
-            } = &mut att
-            {
-                signal(child.id(), libc::SIGINT);
-                reap(child, Duration::from_secs(30))?;
-                err.take().map(|h| h.join());
-                let _ = std::fs::remove_dir_all(&*dir);
-            }
+            stop_tracer(&mut att)?;
         }
     }
     for (label, v) in [("untraced", &base), ("close-wait", &traced)] {
@@ -1014,10 +1023,154 @@ fn churn_section(bin: &Path, object: &Path) -> Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------ python
+
+/// Connections per round of the Python client.
+const PY_CONNS: usize = 4000;
+
+/// A CPython client that, for each count read on stdin, makes that many
+/// loopback connections (connect, shutdown, reset: no TIME_WAIT left) from
+/// a few frames deep and prints its own CPU seconds and wall seconds for
+/// them. Its connect() runs the tracer's origin path, the Python walk
+/// included, in this process's context, so its CPU holds their cost.
+const PY_CLIENT: &str = r#"
+import resource, socket, struct, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+LINGER0 = struct.pack("ii", 1, 0)
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+def open_one():
+    s = socket.create_connection((host, port))
+    s.shutdown(socket.SHUT_WR)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+    s.close()
+def handle(n):
+    for _ in range(n):
+        open_one()
+print("ready", flush=True)
+for line in sys.stdin:
+    c0, t0 = cpu(), time.monotonic()
+    handle(int(line))
+    print(f"{cpu() - c0} {time.monotonic() - t0}", flush=True)
+"#;
+
+/// Entries of the PY_STACKS map of the running tracer (bpftool).
+fn python_walks_kept() -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "name", "PY_STACKS"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    match serde_json::from_slice::<serde_json::Value>(&out) {
+        Ok(serde_json::Value::Array(v)) => v.len(),
+        _ => 0,
+    }
+}
+
+/// Python stacks on (close-wait's default) and off (`--stacks none`)
+/// against untraced, for a CPython client: its CPU per connection.
+fn python_section(bin: &Path, object: &Path) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for mut s in listener.incoming().flatten() {
+            while matches!(s.read(&mut buf), Ok(k) if k > 0) {}
+        }
+    });
+    // Started before any tracer: every tracer registers it at attach.
+    let mut py = Command::new("python3")
+        .args(["-c", PY_CLIENT, "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting python3")?;
+    let mut to_py = py.stdin.take().expect("piped");
+    let mut from_py = BufReader::new(py.stdout.take().expect("piped"));
+    let mut line = String::new();
+    from_py.read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == "ready", "python client: {line:?}");
+    let mut batch = |n: usize| -> Result<(f64, f64)> {
+        use std::io::Write as _;
+        writeln!(to_py, "{n}")?;
+        let mut l = String::new();
+        from_py.read_line(&mut l)?;
+        let mut w = l.split_whitespace().map(|x| x.parse::<f64>());
+        match (w.next(), w.next()) {
+            (Some(Ok(cpu)), Some(Ok(wall))) => Ok((n as f64 / wall, cpu / n as f64 * 1e6)),
+            _ => bail!("python client: {l:?}"),
+        }
+    };
+    println!(
+        "\nPython client ({} as python3 on PATH, {PY_CONNS} loopback connect/shutdown/reset from 3 Python frames \
+         per round, {} rounds, alternating, the order rotated): the client's own CPU (the eBPF \
+         programs run in its connect() included):",
+        String::from_utf8_lossy(&Command::new("python3").arg("--version").output()?.stdout).trim(),
+        rounds()
+    );
+    batch(PY_CONNS / 4)?; // warm-up
+    let configs = [Config::Untraced, Config::Default, Config::StacksNone];
+    let mut got: BTreeMap<Config, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut walked = Vec::new();
+    for r in 0..rounds() {
+        for i in 0..configs.len() {
+            let cfg = configs[(i + r) % configs.len()];
+            if cfg == Config::Untraced {
+                got.entry(cfg).or_default().push(batch(PY_CONNS)?);
+                continue;
+            }
+            let mut att = attach(cfg, bin, object, 200 + r)?;
+            std::thread::sleep(Duration::from_millis(200));
+            got.entry(cfg).or_default().push(batch(PY_CONNS)?);
+            if cfg == Config::Default {
+                walked.push(python_walks_kept());
+            }
+            stop_tracer(&mut att)?;
+        }
+    }
+    let cpu = |c: Config| -> Vec<f64> { got[&c].iter().map(|x| x.1).collect() };
+    for c in configs {
+        let rates: Vec<f64> = got[&c].iter().map(|x| x.0).collect();
+        let (rl, rh) = min_max(&rates);
+        let (cl, ch) = min_max(&cpu(c));
+        let label = match c {
+            Config::Default => "close-wait (Python stacks on)",
+            Config::StacksNone => "close-wait --stacks none (off)",
+            _ => "untraced",
+        };
+        println!(
+            "  {label:<31} {:>7.0} conn/s [{rl:.0}-{rh:.0}]  {:>6.1} us CPU/conn [{cl:.1}-{ch:.1}]",
+            median(&rates),
+            median(&cpu(c))
+        );
+    }
+    println!(
+        "  Python walks kept by the tracer after each round with stacks on (PY_STACKS entries; 0 would mean the client was not walked): {walked:?}"
+    );
+    let base = median(&cpu(Config::Untraced));
+    println!(
+        "  added per connection: {:+.1} us with Python stacks, {:+.1} us without; the Python walk: {:+.1} us",
+        median(&cpu(Config::Default)) - base,
+        median(&cpu(Config::StacksNone)) - base,
+        median(&cpu(Config::Default)) - median(&cpu(Config::StacksNone)),
+    );
+    drop(to_py);
+    if let Err(e) = py.kill() {
+        eprintln!("  python client: {e}");
+    }
+    reap(&mut py, Duration::from_secs(5))?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- main
 
 pub fn run(root: &Path) -> Result<()> {
     let t_start = Instant::now();
+    if std::env::var("CLOSE_WAIT_BENCH_ONLY").as_deref() == Ok("python") {
+        // One section alone, for a quick look at it.
+        return python_section(&root.join("target/release/close-wait"), &object_path(root)?);
+    }
     println!("userspace pipeline (decode + tracker + aggregator: histograms, closed-late, episodes), no privileges:");
     let out = Command::new("cargo")
         .current_dir(root)
@@ -1237,6 +1390,7 @@ pub fn run(root: &Path) -> Result<()> {
     }
 
     churn_section(&bin, &object)?;
+    python_section(&bin, &object)?;
 
     // ------------------------------------------------------------ targets
     println!("\ntargets (issue 14):");

@@ -129,8 +129,23 @@ impl Registry {
         if self.procs.remove(&pid).is_some() {
             ch.removed.push(pid);
         }
+        // A fork reported for a new thread names a thread, not a process:
+        // the entry the kernel side gave it goes.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let tgid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if tgid != Some(pid) {
+            if tgid.is_some() {
+                ch.removed.push(pid);
+            }
+            return (true, ch);
+        }
         let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            // Gone already: so is any entry the kernel side gave a fork.
             self.seen.remove(&pid);
+            ch.removed.push(pid);
             return (true, ch);
         };
         let exe = exe.to_string_lossy().into_owned();
