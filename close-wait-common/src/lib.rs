@@ -46,8 +46,8 @@ pub mod kind {
     pub const CLOSE: u32 = 5;
     /// sched:sched_process_exec (with Python walks on): a process started
     /// a new program, to be looked at for a CPython to register at once;
-    /// also sched:sched_process_fork of a registered CPython, for its
-    /// child. The pid to look at is in `pid_tgid`.
+    /// also a new process forked by a registered CPython
+    /// (raw_tp/sched_process_fork). The pid to look at is in `pid_tgid`.
     pub const EXEC: u32 = 6;
 }
 
@@ -160,6 +160,14 @@ pub mod py_note {
     /// Reading the interpreter's memory failed (paged out, or the runtime
     /// moved: the process exec'd something else).
     pub const READ_FAILED: u32 = 3;
+}
+
+/// `struct task_struct` offsets (BTF) for the fork hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub pid: u32,
+    pub tgid: u32,
 }
 
 /// Where the kernel walk finds things in one registered CPython process
@@ -361,5 +369,6 @@ mod pod {
     unsafe impl aya::Pod for super::OtherOffsets {}
     unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::PyOffsets {}
+    unsafe impl aya::Pod for super::TaskOffsets {}
     unsafe impl aya::Pod for super::PyStack {}
 }

@@ -19,9 +19,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 
@@ -91,28 +91,40 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Where `sched:sched_process_fork`'s record keeps `child_pid` (from the
-/// running kernel's tracefs format; set by userspace before loading).
+/// Where `struct task_struct` keeps `pid` and `tgid` (from the running
+/// kernel's BTF; set by userspace before loading, zeros without BTF, when
+/// the fork hook is not attached).
 #[unsafe(no_mangle)]
-static FORK_CHILD_PID_OFF: crate::Global<u32> = crate::Global::new(0);
+static TASK_OFF: crate::Global<close_wait_common::TaskOffsets> =
+    crate::Global::new(close_wait_common::TaskOffsets { pid: 0, tgid: 0 });
 
-/// `sched:sched_process_fork` of a registered CPython process: a forked
-/// worker runs the same interpreter at the same addresses, so the child is
-/// registered here with its parent's offsets, before it can connect() (a
-/// prefork pool's workers never exec, and connect at once). Userspace is
-/// told, to follow it as its own process; a new thread's "child" is a
-/// thread id, whose entry userspace removes. Any other fork costs the one
-/// look-up.
-#[tracepoint]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+/// `raw_tp/sched_process_fork(struct task_struct *parent, struct
+/// task_struct *child)` in a registered CPython process: a forked worker
+/// runs the same interpreter at the same addresses, so a child that is a
+/// new process (not a new thread: its pid is its tgid) is registered here
+/// with its parent's offsets, before it can connect() (a prefork pool's
+/// workers never exec, and connect at once), and userspace is told, to
+/// follow it as its own process. A new thread costs the look-up and two
+/// reads; any other fork the one look-up.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(off) = (unsafe { PY_PROCS.get(&tgid) }) else {
         return 0;
     };
     let off = *off;
-    let Ok(child) = (unsafe { ctx.read_at::<u32>(FORK_CHILD_PID_OFF.load() as usize) }) else {
+    let child: u64 = ctx.arg(1);
+    let task = TASK_OFF.load();
+    let read = |at: u32| unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((child + u64::from(at)) as *const i32)
+    };
+    let (Ok(pid), Ok(child_tgid)) = (read(task.pid), read(task.tgid)) else {
         return 0;
     };
+    if pid != child_tgid || pid <= 0 {
+        return 0;
+    }
+    let child = pid as u32;
     if PY_PROCS.insert(&child, &off, 0).is_err() {
         return 0;
     }

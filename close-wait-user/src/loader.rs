@@ -11,7 +11,7 @@ use aya::{
 };
 use close_wait_common::{
     counter, stack_mode, FdOffsets, NetnsOffsets, OtherOffsets, PyOffsets, PyStack, SockOffsets,
-    SockOrigin, StateOffsets, STATE_LAYOUT,
+    SockOrigin, StateOffsets, TaskOffsets, STATE_LAYOUT,
 };
 
 use crate::{
@@ -209,7 +209,7 @@ pub const HOOKS: [(&str, &str, &str); 1] = [("tcp_receive_reset", "tcp", "tcp_re
 /// Where new processes are seen at once, for Python walks.
 pub const EXEC_HOOK: &str = "sched:sched_process_exec";
 /// Where a registered CPython's forked workers are seen at once.
-pub const FORK_HOOK: &str = "sched:sched_process_fork";
+pub const FORK_HOOK: &str = "raw_tp:sched_process_fork";
 
 /// The state hook as the report's `hooks` names it on each path.
 pub const STATE_RAW: &str = "raw_tp:inet_sock_set_state";
@@ -633,9 +633,19 @@ where
     T::try_from(m).map_err(LoadError::map(format!("map {name} has an unexpected type")))
 }
 
-/// Loads program `prog` and attaches it to `hook` ("category:name").
+/// Loads program `prog` and attaches it to `hook`: "category:name" for a
+/// tracepoint, "raw_tp:name" for a raw tracepoint.
 fn attach_tracepoint(ebpf: &mut Ebpf, prog: &'static str, hook: &str) -> Result<Link, LoadError> {
     let (category, name) = hook.split_once(':').unwrap_or(("", hook));
+    if category == "raw_tp" {
+        let p: &mut RawTracePoint = program(ebpf, prog)?;
+        p.load().map_err(LoadError::program("loading"))?;
+        let link = p.attach(name).map_err(LoadError::program("attaching"))?;
+        return Ok(Box::new(
+            p.take_link(link)
+                .map_err(LoadError::program("taking the link"))?,
+        ));
+    }
     let p: &mut TracePoint = program(ebpf, prog)?;
     p.load().map_err(LoadError::program("loading"))?;
     let link = p
@@ -685,11 +695,16 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
     } else {
         FdOffsets::default()
     };
-    // A registered CPython's forks are reported for their child; the
-    // child's pid is read at the offset of this kernel's format.
-    let fork_child_pid = if opts.stacks != Stacks::None {
-        tpformat::read_format(&pre.tracefs, "sched", "sched_process_fork")
-            .and_then(|f| f.offset("child_pid", 4))
+    // A registered CPython's forks: the child's pid and tgid are read at
+    // this kernel's BTF offsets (no fork hook without BTF).
+    let task_off = if opts.stacks != Stacks::None {
+        btf::Btf::load()
+            .and_then(|b| {
+                Ok(TaskOffsets {
+                    pid: b.member_offset("task_struct", &["pid"])?,
+                    tgid: b.member_offset("task_struct", &["tgid"])?,
+                })
+            })
             .map_err(|e| {
                 log::info!(
                     "hooks: {FORK_HOOK}: {e}: forked CPython workers are found by the once-a-second rescan only"
@@ -708,7 +723,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
         .override_global("FILTER_DPORT", &filter_d, true)
         .override_global("STACK_MODE", &smode, true)
         .override_global("FD_OFF", &fd_off, true)
-        .override_global("FORK_CHILD_PID_OFF", &fork_child_pid.unwrap_or(0), true)
+        .override_global("TASK_OFF", &task_off.unwrap_or_default(), true)
         .map_max_entries("STACKS", stack_map_entries(opts.stacks))
         // With --stacks none nothing is walked: the least the kernel takes.
         .map_max_entries(
@@ -786,7 +801,7 @@ pub fn load(pre: &Preflight, opts: &LoadOptions) -> Result<(Tracer, RingBuf<MapD
             "CPython processes started after attach",
         ),
         (
-            fork_child_pid.is_some(),
+            task_off.is_some(),
             "sched_process_fork",
             FORK_HOOK,
             "forked CPython workers",
