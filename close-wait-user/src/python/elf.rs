@@ -1,7 +1,10 @@
 //! Finding a process's CPython: the mapped python binary or libpython that
 //! defines `_PyRuntime`, and where its symbols are in the process.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 
@@ -93,23 +96,68 @@ pub fn find(pid: u32) -> Result<Found, PyError> {
             continue;
         }
         seen.push(&m.path);
-        let file = PathBuf::from(format!("/proc/{pid}/root{}", m.path));
-        let data = match std::fs::read(&file) {
-            Ok(d) => d,
-            Err(_) => match std::fs::read(&m.path) {
-                Ok(d) => d,
-                Err(_) => continue,
-            },
+        let mut file = PathBuf::from(format!("/proc/{pid}/root{}", m.path));
+        let md = match std::fs::metadata(&file) {
+            Ok(md) => md,
+            Err(_) => {
+                file = PathBuf::from(&m.path);
+                match std::fs::metadata(&file) {
+                    Ok(md) => md,
+                    Err(_) => continue,
+                }
+            }
         };
-        if let Some(found) = symbols_in(&data, &m.path, &maps) {
+        let Some(syms) = link_symbols(&file, &md) else {
+            continue;
+        };
+        if let Some(found) = place(&syms, &m.path, &maps) {
             return Ok(found);
         }
     }
     Err(PyError::NotPython)
 }
 
-/// Looks `_PyRuntime` and friends up in ELF `data` (mapped as `path`).
-fn symbols_in(data: &[u8], path: &str, maps: &[Mapping]) -> Option<Found> {
+/// The link-time addresses a walk needs, from one CPython file.
+#[derive(Debug, Clone, Copy)]
+struct LinkSymbols {
+    runtime: u64,
+    py_version: Option<u64>,
+    code_type: Option<u64>,
+    /// Lowest address of a loadable segment.
+    first_vaddr: u64,
+}
+
+/// A file's identity: device, inode, size, modification time.
+type FileKey = (u64, u64, u64, i64);
+
+/// Files already read, by identity: every process of one CPython shares
+/// its binary or libpython, which is read and parsed once (reading a 25 MB
+/// libpython at every new process was the registry's main cost).
+static PARSED: std::sync::Mutex<Option<HashMap<FileKey, Option<LinkSymbols>>>> =
+    std::sync::Mutex::new(None);
+/// Files kept in [`PARSED`] at most (it is emptied when full).
+const PARSED_MAX: usize = 256;
+
+fn link_symbols(file: &Path, md: &std::fs::Metadata) -> Option<LinkSymbols> {
+    use std::os::unix::fs::MetadataExt as _;
+    let key = (md.dev(), md.ino(), md.size(), md.mtime());
+    if let Ok(mut g) = PARSED.lock() {
+        let cache = g.get_or_insert_with(HashMap::new);
+        if let Some(s) = cache.get(&key) {
+            return *s;
+        }
+        let parsed = std::fs::read(file).ok().and_then(|data| symbols_in(&data));
+        if cache.len() >= PARSED_MAX {
+            cache.clear();
+        }
+        cache.insert(key, parsed);
+        return parsed;
+    }
+    symbols_in(&std::fs::read(file).ok()?)
+}
+
+/// Looks `_PyRuntime` and friends up in ELF `data`.
+fn symbols_in(data: &[u8]) -> Option<LinkSymbols> {
     let elf = object::File::parse(data).ok()?;
     let mut runtime = None;
     let mut py_version = None;
@@ -125,26 +173,30 @@ fn symbols_in(data: &[u8], path: &str, maps: &[Mapping]) -> Option<Found> {
             break;
         }
     }
-    let runtime = runtime?;
-    let bias = load_bias(&elf, path, maps)?;
-    Some(Found {
-        path: path.to_string(),
-        runtime: runtime.wrapping_add(bias),
-        py_version: py_version.map(|a| a.wrapping_add(bias)),
-        code_type: code_type.map(|a| a.wrapping_add(bias)),
+    Some(LinkSymbols {
+        runtime: runtime?,
+        py_version,
+        code_type,
+        first_vaddr: elf.segments().map(|s| s.address()).min()?,
     })
 }
 
-/// Run-time address minus link-time address: the mapping of file offset 0
-/// holds the first loadable segment (rounded down to its page).
-fn load_bias(elf: &object::File<'_>, path: &str, maps: &[Mapping]) -> Option<u64> {
-    let first_vaddr = elf.segments().map(|s| s.address()).min()?;
+/// `syms` at their run-time addresses in a process that maps the file as
+/// `path` (`maps`): the mapping of file offset 0 holds the first loadable
+/// segment, rounded down to its page.
+fn place(syms: &LinkSymbols, path: &str, maps: &[Mapping]) -> Option<Found> {
     let start = maps
         .iter()
         .filter(|m| m.path == path && m.offset == 0)
         .map(|m| m.start)
         .min()?;
-    Some(start.wrapping_sub(first_vaddr & !0xfff))
+    let bias = start.wrapping_sub(syms.first_vaddr & !0xfff);
+    Some(Found {
+        path: path.to_string(),
+        runtime: syms.runtime.wrapping_add(bias),
+        py_version: syms.py_version.map(|a| a.wrapping_add(bias)),
+        code_type: syms.code_type.map(|a| a.wrapping_add(bias)),
+    })
 }
 
 #[cfg(test)]
