@@ -50,15 +50,9 @@ fn pystacks(python: &str, cmd: &str, args: &[&str]) -> Proc {
     )
 }
 
-/// The helper's source line marked `# LINE:name`.
+/// pystacks.py's source line marked `# LINE:name`.
 fn line_of(name: &str) -> u32 {
-    let path: PathBuf = helper("pystacks.py");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let marker = format!("# LINE:{name}");
-    text.lines()
-        .position(|l| l.trim_end().ends_with(&marker))
-        .map(|i| i as u32 + 1)
-        .unwrap_or_else(|| panic!("no {marker} in {}", path.display()))
+    line_in("pystacks.py", name)
 }
 
 fn frame(function: &str, line: &str) -> String {
