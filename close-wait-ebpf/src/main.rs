@@ -252,6 +252,15 @@ pub(crate) fn emit(ev: &Event) {
     }
 }
 
+/// [`emit`] for a rare event userspace must see at once (a new process to
+/// look at for a CPython): wakes it now instead of at its next drain.
+#[inline(always)]
+pub(crate) fn emit_now(ev: &Event) {
+    if EVENTS.output::<Event>(ev, BPF_RB_FORCE_WAKEUP).is_err() {
+        count(counter::RINGBUF_LOST);
+    }
+}
+
 /// What the state handler needs from the hook it runs under: the classic
 /// tracepoint's record or, for the raw tracepoint, the sock itself at BTF
 /// offsets. Only the states are read on every hit; the rest on the rare

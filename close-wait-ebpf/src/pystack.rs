@@ -8,8 +8,8 @@
 //! `native_thread_id` against the current thread id (at most
 //! `PY_MAX_THREADS`), -> the thread's current `_PyInterpreterFrame` ->
 //! `previous` ..., recording per frame the code object address and the
-//! instruction pointer (at most `PY_MAX_FRAMES`; C-stack shim frames are
-//! skipped). Every read is `bpf_probe_read_user` of the current process and
+//! instruction pointer (at most `PY_SLOTS` frames, C-stack shim frames kept
+//! with code 0; userspace reports at most `PY_MAX_FRAMES`). Every read is `bpf_probe_read_user` of the current process and
 //! every loop is bounded by a constant; the names are resolved later by
 //! userspace from the live process. The walk is stored in `PY_STACKS` under
 //! a hash of its contents, which the origin keeps: identical stacks (one
@@ -25,7 +25,6 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::{BPF_RB_FORCE_WAKEUP, EVENTS};
 use close_wait_common::{py_note, PyOffsets, PyStack, PY_MAX_THREADS, PY_SLOTS};
 
 /// Registered CPython processes: tgid -> offsets.
@@ -82,12 +81,7 @@ pub fn take<C: EbpfContext>(_ctx: &C) -> u64 {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let ev = crate::new_event(close_wait_common::kind::EXEC, 0, now, 0, 0);
-    if EVENTS
-        .output::<close_wait_common::Event>(&ev, BPF_RB_FORCE_WAKEUP)
-        .is_err()
-    {
-        crate::count(close_wait_common::counter::RINGBUF_LOST);
-    }
+    crate::emit_now(&ev);
     0
 }
 
@@ -131,12 +125,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let mut ev = crate::new_event(close_wait_common::kind::EXEC, 0, now, 0, 0);
     ev.pid_tgid = (u64::from(child) << 32) | u64::from(child);
-    if EVENTS
-        .output::<close_wait_common::Event>(&ev, BPF_RB_FORCE_WAKEUP)
-        .is_err()
-    {
-        crate::count(close_wait_common::counter::RINGBUF_LOST);
-    }
+    crate::emit_now(&ev);
     0
 }
 

@@ -101,6 +101,12 @@ pub fn resolve(p: &PyProcess, st: &PyStack) -> Resolved {
     Resolved { frames, note }
 }
 
+/// Is `exe` (a /proc/PID/exe target) named like a python? Such a process
+/// is looked at again while its interpreter is not mapped yet.
+fn named_python(exe: &str) -> bool {
+    exe.rsplit('/').next().is_some_and(|n| n.contains("python"))
+}
+
 /// Processes seen by the registry: (pid -> exe link when last looked).
 #[derive(Default)]
 pub struct Registry {
@@ -157,7 +163,7 @@ impl Registry {
                 (true, ch)
             }
             Err(_) => {
-                let named = exe.rsplit('/').next().is_some_and(|n| n.contains("python"));
+                let named = named_python(&exe);
                 // A python not ready by the last quick look is left to the
                 // rescan's own retries.
                 self.seen
@@ -205,7 +211,7 @@ impl Registry {
                     self.seen.insert(pid, (exe, 0));
                 }
                 Err(_) => {
-                    let named = exe.rsplit('/').next().is_some_and(|n| n.contains("python"));
+                    let named = named_python(&exe);
                     let tries = match (retry, self.seen.get(&pid)) {
                         (true, Some((_, t))) => t.saturating_sub(1),
                         _ if named => RETRIES,
