@@ -442,16 +442,10 @@ fn registry_thread(
     use crate::python::kernel::{EXEC_RETRIES, EXEC_RETRY_EVERY, RESCAN_EVERY};
     use std::sync::mpsc::RecvTimeoutError;
     use std::time::Instant;
-    // Registering reads /proc and the interpreter's ELF: background work
-    // that must not take CPU from the workload being traced (nice 19 for
-    // this thread only).
-    // SAFETY: setpriority on this thread's own id.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) } != 0 {
-        log::debug!(
-            "python: registry thread keeps its priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    // Registering races the process to its first connect(): this thread
+    // keeps the tracer's priority (at nice 19 a loaded machine starved it
+    // past the connects of pythons started under load). Its work is one
+    // ELF parse per interpreter file and a /proc read per exec.
     let mut next_scan = Instant::now() + RESCAN_EVERY;
     // (pid, tries left)
     let mut pending: Vec<(u32, u8)> = Vec::new();
