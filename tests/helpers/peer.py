@@ -135,6 +135,11 @@ def client(args):
         elif args.mode == "rst":
             s.shutdown(socket.SHUT_WR)
             socks.append(s)
+        elif args.mode == "half-close":
+            # FIN sent, descriptor kept: unlike an orphan after close(),
+            # this FIN_WAIT2 socket has no timer that ends it with a reset.
+            s.shutdown(socket.SHUT_WR)
+            socks.append(s)
         elif args.mode == "close-on-eof":
             # The server closes first: this socket sits in CLOSE_WAIT.
             read_to_eof(s)
@@ -151,7 +156,7 @@ def client(args):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
     say("done")
-    if args.mode == "hold":
+    if args.mode in ("hold", "half-close"):
         time.sleep(args.hold)
 
 
@@ -178,7 +183,7 @@ def main():
     c.add_argument("--gap-ms", type=float, default=0)
     c.add_argument("--rst-after-ms", type=float, default=300)
     c.add_argument("--close-delay-ms", type=float, default=300)
-    c.add_argument("--hold", type=float, default=30, help="seconds to keep sockets in mode hold")
+    c.add_argument("--hold", type=float, default=30, help="seconds to keep sockets in modes hold and half-close")
     args = p.parse_args()
     if args.role == "server":
         server(args)
