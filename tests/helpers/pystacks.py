@@ -101,10 +101,14 @@ def parked(args):
 
 def hangup(args):
     host, port = args.connect.rsplit(":", 1)
+    kept = []
     for _ in range(args.count):
         s = socket.create_connection((host, int(port)), timeout=5)
         say(f"closed local {fmt(s.getsockname())}")
-        s.close()
+        # FIN sent, descriptor kept until killed: no orphan, no TIME_WAIT.
+        s.shutdown(socket.SHUT_WR)
+        kept.append(s)
+    time.sleep(args.hold)
 
 
 def main():
