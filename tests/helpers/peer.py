@@ -132,12 +132,9 @@ def client(args):
             s.sendall(args.data.encode())
         if args.mode == "close":
             s.close()
-        elif args.mode == "rst":
-            s.shutdown(socket.SHUT_WR)
-            socks.append(s)
-        elif args.mode == "half-close":
-            # FIN sent, descriptor kept: unlike an orphan after close(),
-            # this FIN_WAIT2 socket has no timer that ends it with a reset.
+        elif args.mode in ("rst", "half-close"):
+            # FIN sent, descriptor kept (half-close: unlike an orphan after
+            # close(), this FIN_WAIT2 socket has no timer to end it).
             s.shutdown(socket.SHUT_WR)
             socks.append(s)
         elif args.mode == "close-on-eof":
