@@ -6,9 +6,12 @@
 //! `close-wait report`, and the output path checks.
 //!
 //! Every episode has a known duration: the server closes each connection a
-//! known delay after reading its EOF, so the kernel-measured CLOSE_WAIT time
-//! of episode i lies in [delay_i, delay_i + SLACK_MS], and the k-th smallest
-//! duration in [k-th smallest delay, same + SLACK_MS].
+//! planned delay after reading its EOF and prints how long it really held
+//! it (held_i, from its monotonic clock), so the kernel-measured CLOSE_WAIT
+//! time of episode i lies in [held_i, held_i + SLACK_MS], and the k-th
+//! smallest duration in [k-th smallest held, same + SLACK_MS]. The slack
+//! covers the server's wake-up from its EOF read and its close(), not its
+//! sleep: a sleep that overshoots (seen under emulation) moves held_i.
 
 use std::{
     fs,
@@ -65,8 +68,9 @@ fn delayed_server(delays: &[u64]) -> (Proc, u16) {
 
 /// Connects `n` times from a separate client process and waits until the
 /// server has closed them all. Returns (local, remote) of each accepted
-/// connection, in accept order (= the order of the server's delays).
-fn make_episodes(srv: &Proc, port: u16, n: usize) -> Vec<(String, String)> {
+/// connection, in accept order (= the order of the server's delays), and
+/// how long (ms) the server held each one after its EOF.
+fn make_episodes(srv: &Proc, port: u16, n: usize) -> (Vec<(String, String)>, Vec<f64>) {
     let cli = peer(
         "client",
         &[
@@ -85,9 +89,17 @@ fn make_episodes(srv: &Proc, port: u16, n: usize) -> Vec<(String, String)> {
         .collect();
     cli.expect("done", Duration::from_secs(10));
     srv.expect("done", Duration::from_secs(20));
+    // Every handler printed its "held I ms T" before "done".
+    let mut held = vec![f64::NAN; n];
+    for l in srv.seen.lock().unwrap().iter() {
+        if let ["held", i, "ms", t] = l.split_whitespace().collect::<Vec<_>>()[..] {
+            held[i.parse::<usize>().unwrap()] = t.parse().unwrap();
+        }
+    }
+    assert!(held.iter().all(|h| h.is_finite()), "held: {held:?}");
     // Let the last events reach the ring buffer.
     std::thread::sleep(Duration::from_millis(300));
-    tuples
+    (tuples, held)
 }
 
 /// Asserts `got_us` lies in [lo_ms, hi_ms] widened by HdrHistogram's
@@ -101,11 +113,12 @@ fn within(what: &str, got_us: f64, lo_ms: f64, hi_ms: f64) {
     );
 }
 
-/// Bounds (ms) of the k-th smallest (1-based) measured duration.
-fn rank(delays: &[u64], k: usize) -> (f64, f64) {
-    let mut d = delays.to_vec();
-    d.sort_unstable();
-    let v = d[k - 1] as f64;
+/// Bounds (ms) of the k-th smallest (1-based) measured duration, from the
+/// server's hold times.
+fn rank(held: &[f64], k: usize) -> (f64, f64) {
+    let mut d = held.to_vec();
+    d.sort_unstable_by(f64::total_cmp);
+    let v = d[k - 1];
     (v, v + slack_ms())
 }
 
@@ -114,17 +127,18 @@ fn rank_of(q: f64, n: usize) -> usize {
     ((q * n as f64).ceil() as usize).max(1)
 }
 
-/// Checks count, min, max, p50 and p90 of a histogram of these delays.
-fn check_summary(what: &str, delays: &[u64], count: u64, min: f64, max: f64, p50: f64, p90: f64) {
-    let n = delays.len();
+/// Checks count, min, max, p50 and p90 of a histogram of episodes held
+/// this long (ms).
+fn check_summary(what: &str, held: &[f64], count: u64, min: f64, max: f64, p50: f64, p90: f64) {
+    let n = held.len();
     assert_eq!(count, n as u64, "{what}: count");
-    let (lo, hi) = rank(delays, 1);
+    let (lo, hi) = rank(held, 1);
     within(&format!("{what} min"), min, lo, hi);
-    let (lo, hi) = rank(delays, n);
+    let (lo, hi) = rank(held, n);
     within(&format!("{what} max"), max, lo, hi);
-    let (lo, hi) = rank(delays, rank_of(0.5, n));
+    let (lo, hi) = rank(held, rank_of(0.5, n));
     within(&format!("{what} p50"), p50, lo, hi);
-    let (lo, hi) = rank(delays, rank_of(0.9, n));
+    let (lo, hi) = rank(held, rank_of(0.9, n));
     within(&format!("{what} p90"), p90, lo, hi);
 }
 
@@ -138,7 +152,7 @@ fn json_hist<'a>(json: &'a Value, tag: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no histogram '{tag}' in {}", json["histograms"]))
 }
 
-fn check_json_summary(json: &Value, tag: &str, delays: &[u64]) {
+fn check_json_summary(json: &Value, tag: &str, held: &[f64]) {
     let h = json_hist(json, tag);
     let f = |k: &str| {
         h[k].as_f64()
@@ -146,7 +160,7 @@ fn check_json_summary(json: &Value, tag: &str, delays: &[u64]) {
     };
     check_summary(
         &format!("JSON {tag}"),
-        delays,
+        held,
         h["count"].as_u64().unwrap(),
         f("min_us"),
         f("max_us"),
@@ -189,7 +203,7 @@ fn hdrh_decode(hlog: &Path) -> Option<Value> {
     Some(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}")))
 }
 
-fn check_hdrh_summary(py: &Value, tag: &str, delays: &[u64]) {
+fn check_hdrh_summary(py: &Value, tag: &str, held: &[f64]) {
     let h = &py[tag];
     let f = |k: &str| {
         h[k].as_f64()
@@ -197,7 +211,7 @@ fn check_hdrh_summary(py: &Value, tag: &str, delays: &[u64]) {
     };
     check_summary(
         &format!("hdrh {tag}"),
-        delays,
+        held,
         h["count"].as_u64().unwrap(),
         f("min"),
         f("max"),
@@ -256,12 +270,12 @@ fn parse_fmt_us(s: &str) -> f64 {
 
 /// Checks the report row of `tag`: exact count, and p50 and max within the
 /// bounds (the table has 3 significant digits: 0.5% more slack).
-fn check_report_row(text: &str, tag: &str, delays: &[u64]) {
+fn check_report_row(text: &str, tag: &str, held: &[f64]) {
     let row = report_row(text, tag);
-    assert_eq!(row[1], delays.len().to_string(), "count of {tag}:\n{text}");
-    let n = delays.len();
+    assert_eq!(row[1], held.len().to_string(), "count of {tag}:\n{text}");
+    let n = held.len();
     for (i, what, k) in [(3, "p50", rank_of(0.5, n)), (7, "max", n)] {
-        let (lo, hi) = rank(delays, k);
+        let (lo, hi) = rank(held, k);
         within(
             &format!("report {tag} {what}"),
             parse_fmt_us(&row[i]),
@@ -386,12 +400,12 @@ fn histograms_hold_the_known_close_delays() {
     // never reached the tool; a run that lost only them is made again, at
     // most twice. Any other loss fails at once.
     let mut attempt = 1;
-    let (srv, port, out, hlog, hgrm, json_path, tuples, fin) = loop {
+    let (srv, port, out, hlog, hgrm, json_path, (tuples, held), fin) = loop {
         let (srv, port) = delayed_server(&delays);
         let (out, hlog, hgrm, tracer) =
             tracer_with_files("exports-e2e", port, "1s", &["--hgrm-per-tag"]);
         let json_path = tracer.json.clone();
-        let tuples = make_episodes(&srv, port, delays.len());
+        let episodes = make_episodes(&srv, port, delays.len());
         let fin = stop_ok(tracer);
         let c = &fin.json["counters"];
         let lost = c["lost_events"].as_u64().unwrap_or(0);
@@ -400,12 +414,13 @@ fn histograms_hold_the_known_close_delays() {
             attempt += 1;
             continue;
         }
-        break (srv, port, out, hlog, hgrm, json_path, tuples, fin);
+        break (srv, port, out, hlog, hgrm, json_path, episodes, fin);
     };
     let json = &fin.json;
 
-    // Each episode, by its exact 4-tuple, lasted its own delay.
-    for ((local, remote), d) in tuples.iter().zip(&delays) {
+    // Each episode, by its exact 4-tuple, lasted as long as it was held.
+    for (((local, remote), h), d) in tuples.iter().zip(&held).zip(&delays) {
+        assert!(*h >= *d as f64 - 1.0, "held {h} ms, delay {d} ms");
         let ep = one(json, "episodes", local, remote);
         assert_eq!(ep["ending"], "graceful", "{ep}");
         assert_eq!(ep["closer"]["pid"], srv.pid(), "{ep}");
@@ -413,8 +428,8 @@ fn histograms_hold_the_known_close_delays() {
         within(
             &format!("episode {local} <- {remote}"),
             got * 1000.0,
-            *d as f64,
-            *d as f64 + slack_ms(),
+            *h,
+            *h + slack_ms(),
         );
     }
     assert_eq!(
@@ -432,7 +447,7 @@ fn histograms_hold_the_known_close_delays() {
     // JSON histograms: all, per comm, per port.
     let port_tag = format!("port:{port}");
     for tag in ["all", "comm:python3", port_tag.as_str()] {
-        check_json_summary(json, tag, &delays);
+        check_json_summary(json, tag, &held);
     }
     let all = json_hist(json, "all");
     eprintln!(
@@ -447,7 +462,7 @@ fn histograms_hold_the_known_close_delays() {
         eprintln!("hdrh: {py}");
         assert_eq!(py["all"]["lines"], all_lines.len(), "{py}");
         for tag in ["all", "comm:python3", port_tag.as_str()] {
-            check_hdrh_summary(&py, tag, &delays);
+            check_hdrh_summary(&py, tag, &held);
         }
         // open ages never mix with closed durations
         let tags: Vec<&String> = py.as_object().unwrap().keys().collect();
@@ -471,16 +486,16 @@ fn histograms_hold_the_known_close_delays() {
         .unwrap_or_else(|| panic!("no JSON part: {text}"));
     for part in [hlog_part, json_part] {
         for tag in ["all", "comm:python3", port_tag.as_str()] {
-            check_report_row(part, tag, &delays);
+            check_report_row(part, tag, &held);
         }
     }
 
     // The .hgrm of all episodes.
-    check_hgrm(&hgrm, 20, rank(&delays, 20));
+    check_hgrm(&hgrm, 20, rank(&held, 20));
     // --hgrm-per-tag: one file per tag next to it, same episodes.
     for tag in ["comm_python3".to_string(), format!("port_{port}")] {
         let per = out.join(format!("cw.hgrm.{tag}.hgrm"));
-        check_hgrm(&per, 20, rank(&delays, 20));
+        check_hgrm(&per, 20, rank(&held, 20));
     }
 }
 
@@ -608,7 +623,7 @@ fn prometheus_metrics_count_what_happened() {
         "--hlog",
         hlog.to_str().unwrap(),
     ]);
-    make_episodes(&srv, port, delays.len());
+    let (_, held) = make_episodes(&srv, port, delays.len());
     let held_cli = peer("client", &["--connect", &format!("127.0.0.1:{held_port}")]);
     let (_, held_local, held_remote) =
         parse_accepted(&held_srv.expect("accepted", Duration::from_secs(10)));
@@ -644,7 +659,7 @@ fn prometheus_metrics_count_what_happened() {
     );
     assert_eq!(get("close_wait_duration_seconds_count", &dur_labels), 5.0);
     let sum = get("close_wait_duration_seconds_sum", &dur_labels);
-    let planned: f64 = delays.iter().map(|d| *d as f64 / 1000.0).sum();
+    let planned: f64 = held.iter().map(|h| h / 1000.0).sum();
     assert!(
         (planned..planned + 5.0 * SLACK_MS / 1000.0).contains(&sum),
         "sum {sum} s, planned {planned} s"
@@ -702,7 +717,7 @@ fn prometheus_metrics_count_what_happened() {
         String::from_utf8_lossy(&rep.stderr)
     );
     assert_eq!(report_row(&text, "open")[1], "1", "{text}");
-    check_report_row(&text, "all", &delays);
+    check_report_row(&text, "all", &held);
 }
 
 /// Checks the interval lines of `tag`: contiguous (each starts where the
@@ -735,7 +750,7 @@ fn checkpoints_survive_kill_9() {
     let (srv, port) = delayed_server(&delays);
     let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-kill", port, "1s", &[]);
     let started = Instant::now();
-    let tuples = make_episodes(&srv, port, delays.len());
+    let (tuples, held) = make_episodes(&srv, port, delays.len());
     // More than two checkpoints after the last episode.
     std::thread::sleep(Duration::from_millis(2500));
     let ran = started.elapsed().as_secs_f64();
@@ -761,7 +776,7 @@ fn checkpoints_survive_kill_9() {
     for (local, remote) in &tuples {
         assert_eq!(one(&json, "episodes", local, remote)["ending"], "graceful");
     }
-    check_json_summary(&json, "all", &delays);
+    check_json_summary(&json, "all", &held);
 
     // The .hlog: every interval up to the kill, contiguous, complete.
     let (n, end) = check_contiguous(&hlog, "all");
@@ -776,7 +791,7 @@ fn checkpoints_survive_kill_9() {
     assert!(fs::read(&hlog).unwrap().ends_with(b"\n"));
     if let Some(py) = hdrh_decode(&hlog) {
         assert_eq!(py["all"]["lines"], n, "{py}");
-        check_hdrh_summary(&py, "all", &delays);
+        check_hdrh_summary(&py, "all", &held);
     }
     let rep = report(&[&hlog], false);
     let text = String::from_utf8_lossy(&rep.stdout);
@@ -785,11 +800,11 @@ fn checkpoints_survive_kill_9() {
         "{}",
         String::from_utf8_lossy(&rep.stderr)
     );
-    check_report_row(&text, "all", &delays);
-    check_report_row(&text, &format!("port:{port}"), &delays);
+    check_report_row(&text, "all", &held);
+    check_report_row(&text, &format!("port:{port}"), &held);
 
     // The .hgrm of the last checkpoint.
-    check_hgrm(&hgrm, 3, rank(&delays, 3));
+    check_hgrm(&hgrm, 3, rank(&held, 3));
     eprintln!("kill -9 after {ran:.1} s: {n} intervals on disk, ending at {end:.3} s");
 }
 
@@ -805,7 +820,7 @@ fn sigterm_flushes_every_output() {
     let (srv, port) = delayed_server(&delays);
     let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-term", port, "60s", &[]);
     let started = Instant::now();
-    make_episodes(&srv, port, delays.len());
+    let (_, held) = make_episodes(&srv, port, delays.len());
     // Nothing flushed yet: header only, no JSON, no hgrm.
     assert!(hlog_lines(&hlog, "all").is_empty());
     assert!(!tracer.json.exists() && !hgrm.exists());
@@ -829,7 +844,7 @@ fn sigterm_flushes_every_output() {
         "{}",
         json["counters"]
     );
-    check_json_summary(&json, "all", &delays);
+    check_json_summary(&json, "all", &held);
 
     // One interval, from the start to the signal.
     let (n, end) = check_contiguous(&hlog, "all");
@@ -839,10 +854,10 @@ fn sigterm_flushes_every_output() {
         "interval ends at {end} s, run {ran:.1} s"
     );
     if let Some(py) = hdrh_decode(&hlog) {
-        check_hdrh_summary(&py, "all", &delays);
-        check_hdrh_summary(&py, "comm:python3", &delays);
+        check_hdrh_summary(&py, "all", &held);
+        check_hdrh_summary(&py, "comm:python3", &held);
     }
-    check_hgrm(&hgrm, 4, rank(&delays, 4));
+    check_hgrm(&hgrm, 4, rank(&held, 4));
 }
 
 /// Requirement 6: `close-wait report` on real outputs: per-tag percentiles,
@@ -871,8 +886,8 @@ fn report_reads_merges_and_rejects_broken_files() {
     };
     let (ta, tb) = (start(port_a, &hlog_a), start(port_b, &hlog_b));
     let json_a = ta.json.clone();
-    make_episodes(&srv_a, port_a, da.len());
-    make_episodes(&srv_b, port_b, db.len());
+    let (_, ha) = make_episodes(&srv_a, port_a, da.len());
+    let (_, hb) = make_episodes(&srv_b, port_b, db.len());
     // Kept until the end: each run's directory holds its JSON report.
     let _finished: Vec<Finished> = [ta, tb].into_iter().map(stop_ok).collect();
 
@@ -890,9 +905,9 @@ fn report_reads_merges_and_rejects_broken_files() {
         "{text}"
     );
     for part in [log_part, json_part] {
-        check_report_row(part, "all", &da);
-        check_report_row(part, "comm:python3", &da);
-        check_report_row(part, &format!("port:{port_a}"), &da);
+        check_report_row(part, "all", &ha);
+        check_report_row(part, "comm:python3", &ha);
+        check_report_row(part, &format!("port:{port_a}"), &ha);
         assert!(!part.contains(&format!("port:{port_b}")), "{text}");
     }
 
@@ -905,11 +920,11 @@ fn report_reads_merges_and_rejects_broken_files() {
         String::from_utf8_lossy(&rep.stderr)
     );
     assert!(text.starts_with("merged 2 interval logs: "), "{text}");
-    let both: Vec<u64> = da.iter().chain(&db).copied().collect();
+    let both: Vec<f64> = ha.iter().chain(&hb).copied().collect();
     check_report_row(&text, "all", &both);
     check_report_row(&text, "comm:python3", &both);
-    check_report_row(&text, &format!("port:{port_a}"), &da);
-    check_report_row(&text, &format!("port:{port_b}"), &db);
+    check_report_row(&text, &format!("port:{port_a}"), &ha);
+    check_report_row(&text, &format!("port:{port_b}"), &hb);
     eprintln!("report --merge:\n{text}");
 
     // A log cut in the middle of its last line.

@@ -165,8 +165,13 @@ pub(crate) const SEEN_DONE: u64 = 2;
 /// Stack id stored when `--stacks` said not to take one (-ENOENT).
 const NOT_TAKEN: i32 = -2;
 
-/// A reset mark older than this belongs to another call chain.
-const RESET_MARK_MAX_AGE_NS: u64 = 1_000_000;
+/// A reset mark is consumed by its socket's CLOSE_WAIT -> CLOSE or cleared
+/// at its socket's own move to CLOSE from any other state, so a later
+/// socket at the same address never finds it. This bound is a second
+/// guard only: wide enough for a guest whose vCPU is preempted between
+/// tcp_reset()'s tracepoint and its tcp_done() (1 ms was missed under
+/// emulation).
+const RESET_MARK_MAX_AGE_NS: u64 = 1_000_000_000;
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -493,6 +498,7 @@ fn on_state<C: EbpfContext, S: StateSource>(
             // socket allocated, which must not inherit this origin.
             let skaddr = src.skaddr()?;
             forget_origin(skaddr);
+            clear_reset_mark(skaddr);
             if oldstate == tcp_state::LAST_ACK as i32 {
                 // Only a socket that was in CLOSE_WAIT gets here.
                 sock_done(skaddr);
@@ -504,10 +510,14 @@ fn on_state<C: EbpfContext, S: StateSource>(
         return Ok(());
     }
     let skaddr = src.skaddr()?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    // CLOSE_WAIT -> CLOSE: taken before any filter returns, so no mark
+    // outlives its socket.
+    let mut reset_received = false;
     if newstate == close {
         forget_origin(skaddr);
+        reset_received = take_reset_mark(skaddr, now);
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     let mut ev_flags = 0u32;
     let mut entered_ns = 0u64;
     let (sport, dport) = src.ports()?;
@@ -550,14 +560,9 @@ fn on_state<C: EbpfContext, S: StateSource>(
         return Ok(());
     }
     if oldstate == cw && newstate == close {
-        if let Some(m) = RESET_MARK.get_ptr_mut(0) {
-            let m = unsafe { &mut *m };
-            if m.skaddr == skaddr && now.wrapping_sub(m.ts_ns) < RESET_MARK_MAX_AGE_NS {
-                ev_flags |= flags::RESET_RECEIVED;
-                m.skaddr = 0;
-            }
-        }
-        if ev_flags & flags::RESET_RECEIVED == 0 && timed_out(skaddr) {
+        if reset_received {
+            ev_flags |= flags::RESET_RECEIVED;
+        } else if timed_out(skaddr) {
             ev_flags |= flags::TIMED_OUT;
         }
         sock_done(skaddr);
@@ -649,6 +654,26 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         };
     }
     0
+}
+
+/// A reset on a socket outside CLOSE_WAIT ends it here: its mark goes.
+#[inline(always)]
+fn clear_reset_mark(skaddr: u64) {
+    let _ = take_reset_mark(skaddr, 0);
+}
+
+/// True when this CPU's reset mark is this socket's (and fresh); the mark
+/// is cleared either way once it names this socket.
+#[inline(always)]
+fn take_reset_mark(skaddr: u64, now: u64) -> bool {
+    if let Some(m) = RESET_MARK.get_ptr_mut(0) {
+        let m = unsafe { &mut *m };
+        if m.skaddr == skaddr {
+            m.skaddr = 0;
+            return now.wrapping_sub(m.ts_ns) < RESET_MARK_MAX_AGE_NS;
+        }
+    }
+    false
 }
 
 #[inline(always)]

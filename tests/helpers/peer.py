@@ -46,9 +46,14 @@ def wait_peer_closed(conn, hold):
 
 def handle(conn, mode, delay, hold, index):
     if mode == "close-after-eof":
+        # "held I ms T": how long connection I really stayed open after its
+        # EOF (a sleep can overshoot by far more than its delay's slack).
         read_to_eof(conn)
+        t0 = time.monotonic()
         time.sleep(delay)
+        held = time.monotonic() - t0
         conn.close()
+        say(f"held {index} ms {held * 1000:.3f}")
     elif mode == "shutdown-after-eof":
         read_to_eof(conn)
         time.sleep(delay)
