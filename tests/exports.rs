@@ -5,13 +5,13 @@
 //! server), checkpoints that survive `kill -9`, the final flush on SIGTERM,
 //! `close-wait report`, and the output path checks.
 //!
-//! Every episode has a known duration: the server closes each connection a
-//! planned delay after reading its EOF and prints how long it really held
-//! it (held_i, from its monotonic clock), so the kernel-measured CLOSE_WAIT
-//! time of episode i lies in [held_i, held_i + SLACK_MS], and the k-th
-//! smallest duration in [k-th smallest held, same + SLACK_MS]. The slack
-//! covers the server's wake-up from its EOF read and its close(), not its
-//! sleep: a sleep that overshoots (seen under emulation) moves held_i.
+//! Every episode has a known span: the server closes each connection a
+//! planned delay after reading its EOF, and both ends print CLOCK_MONOTONIC
+//! times (the kernel side's clock), so the kernel-measured CLOSE_WAIT time
+//! of episode i lies in [held_i, closed_i - client_closing_i] (see `Span`),
+//! and the k-th smallest duration between the k-th smallest lower and upper
+//! bounds. No slack is guessed: a late wake-up (python threads under
+//! emulation woke 500 ms late) widens the span it happened in.
 
 use std::{
     fs,
@@ -24,21 +24,6 @@ use std::{
 use close_wait_tests::*;
 use serde_json::Value;
 
-/// Most the kernel-measured CLOSE_WAIT time may exceed the server's planned
-/// delay: python thread wake-up and GIL on two busy cores.
-const SLACK_MS: f64 = 250.0;
-
-/// How late the python server's close may come: SLACK_MS, doubled in a
-/// guest under software emulation (`cargo xtask vm-test`), where its
-/// sleeps and thread wake-ups overshoot by more (measured: 254 ms at a
-/// 200 ms delay). The lower bound, the delay itself, never moves.
-fn slack_ms() -> f64 {
-    if emulated() {
-        2.0 * SLACK_MS
-    } else {
-        SLACK_MS
-    }
-}
 /// Relative error of a value reported by a 3-significant-digit
 /// HdrHistogram (lowest/highest equivalent value): at most 1/1024.
 const PRECISION: f64 = 0.001;
@@ -66,11 +51,18 @@ fn delayed_server(delays: &[u64]) -> (Proc, u16) {
     ])
 }
 
+/// Where an episode's true CLOSE_WAIT time lies (ms): from what the server
+/// held after reading its EOF (the entry came before that read returned,
+/// the move to LAST_ACK after the hold) to the span from the client's
+/// close() call (the FIN leaves after it) to the server's close() return.
+/// Both ends read CLOCK_MONOTONIC, the clock the kernel side stamps with.
+type Span = (f64, f64);
+
 /// Connects `n` times from a separate client process and waits until the
 /// server has closed them all. Returns (local, remote) of each accepted
 /// connection, in accept order (= the order of the server's delays), and
-/// how long (ms) the server held each one after its EOF.
-fn make_episodes(srv: &Proc, port: u16, n: usize) -> (Vec<(String, String)>, Vec<f64>) {
+/// the span of each episode.
+fn make_episodes(srv: &Proc, port: u16, n: usize) -> (Vec<(String, String)>, Vec<Span>) {
     let cli = peer(
         "client",
         &[
@@ -89,17 +81,36 @@ fn make_episodes(srv: &Proc, port: u16, n: usize) -> (Vec<(String, String)>, Vec
         .collect();
     cli.expect("done", Duration::from_secs(10));
     srv.expect("done", Duration::from_secs(20));
-    // Every handler printed its "held I ms T" before "done".
-    let mut held = vec![f64::NAN; n];
-    for l in srv.seen.lock().unwrap().iter() {
-        if let ["held", i, "ms", t] = l.split_whitespace().collect::<Vec<_>>()[..] {
-            held[i.parse::<usize>().unwrap()] = t.parse().unwrap();
+    // "closing local ADDR at T" (client), "held I ms H closed at T"
+    // (server, every handler before its "done").
+    let words = |l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let closing: std::collections::HashMap<String, f64> = cli
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(words)
+        .filter(|w| w.len() == 5 && w[0] == "closing")
+        .map(|w| (w[2].clone(), w[4].parse().unwrap()))
+        .collect();
+    let mut spans = vec![(f64::NAN, f64::NAN); n];
+    for w in srv.seen.lock().unwrap().iter().map(words) {
+        if w.len() == 7 && w[0] == "held" {
+            let i: usize = w[1].parse().unwrap();
+            let closed: f64 = w[6].parse().unwrap();
+            let cli_closing = closing
+                .get(&tuples[i].1)
+                .unwrap_or_else(|| panic!("no client close of {}: {closing:?}", tuples[i].1));
+            spans[i] = (w[3].parse().unwrap(), (closed - cli_closing) * 1000.0);
         }
     }
-    assert!(held.iter().all(|h| h.is_finite()), "held: {held:?}");
+    assert!(
+        spans.iter().all(|(lo, hi)| lo.is_finite() && hi >= lo),
+        "spans: {spans:?}"
+    );
     // Let the last events reach the ring buffer.
     std::thread::sleep(Duration::from_millis(300));
-    (tuples, held)
+    (tuples, spans)
 }
 
 /// Asserts `got_us` lies in [lo_ms, hi_ms] widened by HdrHistogram's
@@ -113,13 +124,15 @@ fn within(what: &str, got_us: f64, lo_ms: f64, hi_ms: f64) {
     );
 }
 
-/// Bounds (ms) of the k-th smallest (1-based) measured duration, from the
-/// server's hold times.
-fn rank(held: &[f64], k: usize) -> (f64, f64) {
-    let mut d = held.to_vec();
-    d.sort_unstable_by(f64::total_cmp);
-    let v = d[k - 1];
-    (v, v + slack_ms())
+/// Bounds (ms) of the k-th smallest (1-based) duration: when each value
+/// lies in its span, the k-th smallest lies between the k-th smallest
+/// lower and the k-th smallest upper bound.
+fn rank(spans: &[Span], k: usize) -> Span {
+    let mut lo: Vec<f64> = spans.iter().map(|s| s.0).collect();
+    let mut hi: Vec<f64> = spans.iter().map(|s| s.1).collect();
+    lo.sort_unstable_by(f64::total_cmp);
+    hi.sort_unstable_by(f64::total_cmp);
+    (lo[k - 1], hi[k - 1])
 }
 
 /// Rank of HdrHistogram's value at quantile q among n values.
@@ -127,18 +140,18 @@ fn rank_of(q: f64, n: usize) -> usize {
     ((q * n as f64).ceil() as usize).max(1)
 }
 
-/// Checks count, min, max, p50 and p90 of a histogram of episodes held
-/// this long (ms).
-fn check_summary(what: &str, held: &[f64], count: u64, min: f64, max: f64, p50: f64, p90: f64) {
-    let n = held.len();
+/// Checks count, min, max, p50 and p90 of a histogram of episodes with
+/// these spans.
+fn check_summary(what: &str, spans: &[Span], count: u64, min: f64, max: f64, p50: f64, p90: f64) {
+    let n = spans.len();
     assert_eq!(count, n as u64, "{what}: count");
-    let (lo, hi) = rank(held, 1);
+    let (lo, hi) = rank(spans, 1);
     within(&format!("{what} min"), min, lo, hi);
-    let (lo, hi) = rank(held, n);
+    let (lo, hi) = rank(spans, n);
     within(&format!("{what} max"), max, lo, hi);
-    let (lo, hi) = rank(held, rank_of(0.5, n));
+    let (lo, hi) = rank(spans, rank_of(0.5, n));
     within(&format!("{what} p50"), p50, lo, hi);
-    let (lo, hi) = rank(held, rank_of(0.9, n));
+    let (lo, hi) = rank(spans, rank_of(0.9, n));
     within(&format!("{what} p90"), p90, lo, hi);
 }
 
@@ -152,7 +165,7 @@ fn json_hist<'a>(json: &'a Value, tag: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no histogram '{tag}' in {}", json["histograms"]))
 }
 
-fn check_json_summary(json: &Value, tag: &str, held: &[f64]) {
+fn check_json_summary(json: &Value, tag: &str, spans: &[Span]) {
     let h = json_hist(json, tag);
     let f = |k: &str| {
         h[k].as_f64()
@@ -160,7 +173,7 @@ fn check_json_summary(json: &Value, tag: &str, held: &[f64]) {
     };
     check_summary(
         &format!("JSON {tag}"),
-        held,
+        spans,
         h["count"].as_u64().unwrap(),
         f("min_us"),
         f("max_us"),
@@ -203,7 +216,7 @@ fn hdrh_decode(hlog: &Path) -> Option<Value> {
     Some(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}")))
 }
 
-fn check_hdrh_summary(py: &Value, tag: &str, held: &[f64]) {
+fn check_hdrh_summary(py: &Value, tag: &str, spans: &[Span]) {
     let h = &py[tag];
     let f = |k: &str| {
         h[k].as_f64()
@@ -211,7 +224,7 @@ fn check_hdrh_summary(py: &Value, tag: &str, held: &[f64]) {
     };
     check_summary(
         &format!("hdrh {tag}"),
-        held,
+        spans,
         h["count"].as_u64().unwrap(),
         f("min"),
         f("max"),
@@ -270,12 +283,12 @@ fn parse_fmt_us(s: &str) -> f64 {
 
 /// Checks the report row of `tag`: exact count, and p50 and max within the
 /// bounds (the table has 3 significant digits: 0.5% more slack).
-fn check_report_row(text: &str, tag: &str, held: &[f64]) {
+fn check_report_row(text: &str, tag: &str, spans: &[Span]) {
     let row = report_row(text, tag);
-    assert_eq!(row[1], held.len().to_string(), "count of {tag}:\n{text}");
-    let n = held.len();
+    assert_eq!(row[1], spans.len().to_string(), "count of {tag}:\n{text}");
+    let n = spans.len();
     for (i, what, k) in [(3, "p50", rank_of(0.5, n)), (7, "max", n)] {
-        let (lo, hi) = rank(held, k);
+        let (lo, hi) = rank(spans, k);
         within(
             &format!("report {tag} {what}"),
             parse_fmt_us(&row[i]),
@@ -400,7 +413,7 @@ fn histograms_hold_the_known_close_delays() {
     // never reached the tool; a run that lost only them is made again, at
     // most twice. Any other loss fails at once.
     let mut attempt = 1;
-    let (srv, port, out, hlog, hgrm, json_path, (tuples, held), fin) = loop {
+    let (srv, port, out, hlog, hgrm, json_path, (tuples, spans), fin) = loop {
         let (srv, port) = delayed_server(&delays);
         let (out, hlog, hgrm, tracer) =
             tracer_with_files("exports-e2e", port, "1s", &["--hgrm-per-tag"]);
@@ -418,9 +431,10 @@ fn histograms_hold_the_known_close_delays() {
     };
     let json = &fin.json;
 
-    // Each episode, by its exact 4-tuple, lasted as long as it was held.
-    for (((local, remote), h), d) in tuples.iter().zip(&held).zip(&delays) {
-        assert!(*h >= *d as f64 - 1.0, "held {h} ms, delay {d} ms");
+    // Each episode, by its exact 4-tuple, lies in its span, and the server
+    // held it at least its delay.
+    for (((local, remote), &(lo, hi)), d) in tuples.iter().zip(&spans).zip(&delays) {
+        assert!(lo >= *d as f64 - 1.0, "held {lo} ms, delay {d} ms");
         let ep = one(json, "episodes", local, remote);
         assert_eq!(ep["ending"], "graceful", "{ep}");
         assert_eq!(ep["closer"]["pid"], srv.pid(), "{ep}");
@@ -428,8 +442,8 @@ fn histograms_hold_the_known_close_delays() {
         within(
             &format!("episode {local} <- {remote}"),
             got * 1000.0,
-            *h,
-            *h + slack_ms(),
+            lo,
+            hi,
         );
     }
     assert_eq!(
@@ -447,7 +461,7 @@ fn histograms_hold_the_known_close_delays() {
     // JSON histograms: all, per comm, per port.
     let port_tag = format!("port:{port}");
     for tag in ["all", "comm:python3", port_tag.as_str()] {
-        check_json_summary(json, tag, &held);
+        check_json_summary(json, tag, &spans);
     }
     let all = json_hist(json, "all");
     eprintln!(
@@ -462,7 +476,7 @@ fn histograms_hold_the_known_close_delays() {
         eprintln!("hdrh: {py}");
         assert_eq!(py["all"]["lines"], all_lines.len(), "{py}");
         for tag in ["all", "comm:python3", port_tag.as_str()] {
-            check_hdrh_summary(&py, tag, &held);
+            check_hdrh_summary(&py, tag, &spans);
         }
         // open ages never mix with closed durations
         let tags: Vec<&String> = py.as_object().unwrap().keys().collect();
@@ -486,16 +500,16 @@ fn histograms_hold_the_known_close_delays() {
         .unwrap_or_else(|| panic!("no JSON part: {text}"));
     for part in [hlog_part, json_part] {
         for tag in ["all", "comm:python3", port_tag.as_str()] {
-            check_report_row(part, tag, &held);
+            check_report_row(part, tag, &spans);
         }
     }
 
     // The .hgrm of all episodes.
-    check_hgrm(&hgrm, 20, rank(&held, 20));
+    check_hgrm(&hgrm, 20, rank(&spans, 20));
     // --hgrm-per-tag: one file per tag next to it, same episodes.
     for tag in ["comm_python3".to_string(), format!("port_{port}")] {
         let per = out.join(format!("cw.hgrm.{tag}.hgrm"));
-        check_hgrm(&per, 20, rank(&held, 20));
+        check_hgrm(&per, 20, rank(&spans, 20));
     }
 }
 
@@ -605,7 +619,7 @@ fn prometheus_metrics_count_what_happened() {
     // Prometheus takes a moment to start: do it first.
     let prom = PromServer::start(&metrics_addr);
 
-    // Five episodes that close (20..80 ms and 600 ms) and one socket held.
+    // Five episodes that close (20..80 ms and 600 ms) and one socket spans.
     let delays = [20, 40, 60, 80, 600];
     let (srv, port) = delayed_server(&delays);
     let (held_srv, held_port) = server(&["--mode", "hold", "--hold", "60"]);
@@ -623,13 +637,13 @@ fn prometheus_metrics_count_what_happened() {
         "--hlog",
         hlog.to_str().unwrap(),
     ]);
-    let (_, held) = make_episodes(&srv, port, delays.len());
+    let (_, spans) = make_episodes(&srv, port, delays.len());
     let held_cli = peer("client", &["--connect", &format!("127.0.0.1:{held_port}")]);
     let (_, held_local, held_remote) =
         parse_accepted(&held_srv.expect("accepted", Duration::from_secs(10)));
     held_cli.expect("done", Duration::from_secs(10));
     wait_for(
-        "the held socket in CLOSE-WAIT",
+        "the spans socket in CLOSE-WAIT",
         Duration::from_secs(5),
         || (socket_state(&held_local, &held_remote).as_deref() == Some("CLOSE-WAIT")).then_some(()),
     );
@@ -638,7 +652,7 @@ fn prometheus_metrics_count_what_happened() {
     let port_s = port.to_string();
     let dur_labels = [("comm", "python3"), ("port", port_s.as_str())];
     let body = wait_for(
-        "/metrics with the held socket",
+        "/metrics with the spans socket",
         Duration::from_secs(10),
         || {
             let (code, body) = http_get_plain(&metrics_addr, "/metrics").ok()?;
@@ -659,19 +673,31 @@ fn prometheus_metrics_count_what_happened() {
     );
     assert_eq!(get("close_wait_duration_seconds_count", &dur_labels), 5.0);
     let sum = get("close_wait_duration_seconds_sum", &dur_labels);
-    let planned: f64 = held.iter().map(|h| h / 1000.0).sum();
+    let (lo, hi) = spans
+        .iter()
+        .fold((0.0, 0.0), |(l, h), s| (l + s.0 / 1000.0, h + s.1 / 1000.0));
     assert!(
-        (planned..planned + 5.0 * SLACK_MS / 1000.0).contains(&sum),
-        "sum {sum} s, planned {planned} s"
+        (lo * (1.0 - PRECISION)..=hi * (1.0 + PRECISION)).contains(&sum),
+        "sum {sum} s, spans add up to [{lo}, {hi}] s"
     );
-    // Bucket placement: nothing under 10 ms, four under 0.5 s, all under 1 s.
-    for (le, n) in [("0.01", 0.0), ("0.5", 4.0), ("1.0", 5.0), ("+Inf", 5.0)] {
+    // Bucket placement: at least the spans that end under a bound, at most
+    // those that start under it.
+    for le in ["0.01", "0.5", "1.0", "+Inf"] {
+        let bound = le.parse::<f64>().unwrap_or(f64::INFINITY) * 1000.0;
+        let surely = spans.iter().filter(|s| s.1 <= bound).count() as f64;
+        let maybe = spans.iter().filter(|s| s.0 <= bound).count() as f64;
         let mut l = dur_labels.to_vec();
         l.push(("le", le));
-        assert_eq!(get("close_wait_duration_seconds_bucket", &l), n, "le={le}");
+        let n = get("close_wait_duration_seconds_bucket", &l);
+        assert!(
+            (surely..=maybe).contains(&n),
+            "le={le}: {n}, spans {spans:?}"
+        );
     }
     assert_eq!(get("close_wait_lost_events_total", &[]), 0.0);
-    eprintln!("/metrics: entered 6, graceful 5, duration sum {sum:.3} s (planned {planned:.3} s)");
+    eprintln!(
+        "/metrics: entered 6, graceful 5, duration sum {sum:.3} s (spans [{lo:.3}, {hi:.3}] s)"
+    );
 
     // A real Prometheus server scraped the same figures.
     if let Some(prom) = prom {
@@ -689,7 +715,7 @@ fn prometheus_metrics_count_what_happened() {
     let _fin = stop_ok(tracer);
 
     // `open` is a snapshot, not events: only the final interval carries it
-    // (so summing intervals never counts a socket twice), with the held
+    // (so summing intervals never counts a socket twice), with the spans
     // socket in it; the offline report counts it once.
     let all_lines = hlog_lines(&hlog, "all");
     let open_lines = hlog_lines(&hlog, "open");
@@ -717,7 +743,7 @@ fn prometheus_metrics_count_what_happened() {
         String::from_utf8_lossy(&rep.stderr)
     );
     assert_eq!(report_row(&text, "open")[1], "1", "{text}");
-    check_report_row(&text, "all", &held);
+    check_report_row(&text, "all", &spans);
 }
 
 /// Checks the interval lines of `tag`: contiguous (each starts where the
@@ -750,7 +776,7 @@ fn checkpoints_survive_kill_9() {
     let (srv, port) = delayed_server(&delays);
     let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-kill", port, "1s", &[]);
     let started = Instant::now();
-    let (tuples, held) = make_episodes(&srv, port, delays.len());
+    let (tuples, spans) = make_episodes(&srv, port, delays.len());
     // More than two checkpoints after the last episode.
     std::thread::sleep(Duration::from_millis(2500));
     let ran = started.elapsed().as_secs_f64();
@@ -776,7 +802,7 @@ fn checkpoints_survive_kill_9() {
     for (local, remote) in &tuples {
         assert_eq!(one(&json, "episodes", local, remote)["ending"], "graceful");
     }
-    check_json_summary(&json, "all", &held);
+    check_json_summary(&json, "all", &spans);
 
     // The .hlog: every interval up to the kill, contiguous, complete.
     let (n, end) = check_contiguous(&hlog, "all");
@@ -791,7 +817,7 @@ fn checkpoints_survive_kill_9() {
     assert!(fs::read(&hlog).unwrap().ends_with(b"\n"));
     if let Some(py) = hdrh_decode(&hlog) {
         assert_eq!(py["all"]["lines"], n, "{py}");
-        check_hdrh_summary(&py, "all", &held);
+        check_hdrh_summary(&py, "all", &spans);
     }
     let rep = report(&[&hlog], false);
     let text = String::from_utf8_lossy(&rep.stdout);
@@ -800,11 +826,11 @@ fn checkpoints_survive_kill_9() {
         "{}",
         String::from_utf8_lossy(&rep.stderr)
     );
-    check_report_row(&text, "all", &held);
-    check_report_row(&text, &format!("port:{port}"), &held);
+    check_report_row(&text, "all", &spans);
+    check_report_row(&text, &format!("port:{port}"), &spans);
 
     // The .hgrm of the last checkpoint.
-    check_hgrm(&hgrm, 3, rank(&held, 3));
+    check_hgrm(&hgrm, 3, rank(&spans, 3));
     eprintln!("kill -9 after {ran:.1} s: {n} intervals on disk, ending at {end:.3} s");
 }
 
@@ -820,7 +846,7 @@ fn sigterm_flushes_every_output() {
     let (srv, port) = delayed_server(&delays);
     let (_out, hlog, hgrm, mut tracer) = tracer_with_files("exports-term", port, "60s", &[]);
     let started = Instant::now();
-    let (_, held) = make_episodes(&srv, port, delays.len());
+    let (_, spans) = make_episodes(&srv, port, delays.len());
     // Nothing flushed yet: header only, no JSON, no hgrm.
     assert!(hlog_lines(&hlog, "all").is_empty());
     assert!(!tracer.json.exists() && !hgrm.exists());
@@ -844,7 +870,7 @@ fn sigterm_flushes_every_output() {
         "{}",
         json["counters"]
     );
-    check_json_summary(&json, "all", &held);
+    check_json_summary(&json, "all", &spans);
 
     // One interval, from the start to the signal.
     let (n, end) = check_contiguous(&hlog, "all");
@@ -854,10 +880,10 @@ fn sigterm_flushes_every_output() {
         "interval ends at {end} s, run {ran:.1} s"
     );
     if let Some(py) = hdrh_decode(&hlog) {
-        check_hdrh_summary(&py, "all", &held);
-        check_hdrh_summary(&py, "comm:python3", &held);
+        check_hdrh_summary(&py, "all", &spans);
+        check_hdrh_summary(&py, "comm:python3", &spans);
     }
-    check_hgrm(&hgrm, 4, rank(&held, 4));
+    check_hgrm(&hgrm, 4, rank(&spans, 4));
 }
 
 /// Requirement 6: `close-wait report` on real outputs: per-tag percentiles,
@@ -920,7 +946,7 @@ fn report_reads_merges_and_rejects_broken_files() {
         String::from_utf8_lossy(&rep.stderr)
     );
     assert!(text.starts_with("merged 2 interval logs: "), "{text}");
-    let both: Vec<f64> = ha.iter().chain(&hb).copied().collect();
+    let both: Vec<Span> = ha.iter().chain(&hb).copied().collect();
     check_report_row(&text, "all", &both);
     check_report_row(&text, "comm:python3", &both);
     check_report_row(&text, &format!("port:{port_a}"), &ha);

@@ -97,8 +97,9 @@ fn the_group(json: &Value, pid: u32) -> &Value {
     assert_eq!(
         g.len(),
         1,
-        "one group for pid {pid}: {}",
-        pretty(&json["groups"])
+        "one group for pid {pid}: {}\ncounters: {}",
+        pretty(&json["groups"]),
+        pretty(&json["counters"])
     );
     g[0]
 }
@@ -116,7 +117,15 @@ fn python_threads_of_holders_on_every_cpython() {
     let serve_at = frame("serve_one", "serve");
     for r in &runs {
         let g = the_group(&out.json, r.server.pid());
-        assert_eq!(g["count"], 3, "{}: {}", r.python, pretty(g));
+        assert_eq!(
+            g["count"],
+            3,
+            "{}: {}\ncounters: {}\nstderr: {}",
+            r.python,
+            pretty(g),
+            pretty(&out.json["counters"]),
+            out.stderr
+        );
         let py = &g["threads"]["python"];
         let groups = py["groups"]
             .as_array()

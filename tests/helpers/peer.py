@@ -46,14 +46,14 @@ def wait_peer_closed(conn, hold):
 
 def handle(conn, mode, delay, hold, index):
     if mode == "close-after-eof":
-        # "held I ms T": how long connection I really stayed open after its
-        # EOF (a sleep can overshoot by far more than its delay's slack).
+        # "held I ms T closed at M": how long connection I stayed open after
+        # its EOF was read, and the CLOCK_MONOTONIC time close() returned.
         read_to_eof(conn)
         t0 = time.monotonic()
         time.sleep(delay)
         held = time.monotonic() - t0
         conn.close()
-        say(f"held {index} ms {held * 1000:.3f}")
+        say(f"held {index} ms {held * 1000:.3f} closed at {time.monotonic():.6f}")
     elif mode == "shutdown-after-eof":
         read_to_eof(conn)
         time.sleep(delay)
@@ -136,6 +136,9 @@ def client(args):
         if args.data:
             s.sendall(args.data.encode())
         if args.mode == "close":
+            # CLOCK_MONOTONIC before the FIN is sent: the peer's CLOSE_WAIT
+            # starts after it.
+            say(f"closing local {fmt(s.getsockname())} at {time.monotonic():.6f}")
             s.close()
         elif args.mode in ("rst", "half-close"):
             # FIN sent, descriptor kept (half-close: unlike an orphan after
