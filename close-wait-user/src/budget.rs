@@ -15,6 +15,9 @@ use std::{
 #[derive(Debug, Clone, Default)]
 pub struct Budget {
     deadline: Option<Instant>,
+    /// An earlier bound for the slow, optional part of the work (stacks,
+    /// threads), so that the rest of it still gets done by `deadline`.
+    deep_deadline: Option<Instant>,
     cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -28,15 +31,24 @@ impl Budget {
     pub fn until(deadline: Instant) -> Budget {
         Budget {
             deadline: Some(deadline),
-            cancel: None,
+            ..Budget::default()
+        }
+    }
+
+    /// The optional, slow part of the work stops at `deep` (or the
+    /// deadline, whichever comes first).
+    pub fn deep_until(self, deep: Instant) -> Budget {
+        Budget {
+            deep_deadline: Some(deep),
+            ..self
         }
     }
 
     /// Work stops once `flag` is set.
     pub fn cancellable(flag: Arc<AtomicBool>) -> Budget {
         Budget {
-            deadline: None,
             cancel: Some(flag),
+            ..Budget::default()
         }
     }
 
@@ -45,6 +57,11 @@ impl Budget {
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
             || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// No time left for the optional, slow part.
+    pub fn deep_spent(&self) -> bool {
+        self.spent() || self.deep_deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -63,5 +80,18 @@ mod tests {
         assert!(!b.spent());
         flag.store(true, Ordering::Relaxed);
         assert!(b.spent());
+        assert!(b.deep_spent());
+    }
+
+    #[test]
+    fn deep_part_stops_first() {
+        let now = Instant::now();
+        let b = Budget::until(now + Duration::from_secs(60)).deep_until(now);
+        assert!(b.deep_spent());
+        assert!(!b.spent());
+        let b = Budget::until(now + Duration::from_secs(60));
+        assert!(!b.deep_spent());
+        let b = Budget::until(now).deep_until(now + Duration::from_secs(60));
+        assert!(b.deep_spent() && b.spent());
     }
 }

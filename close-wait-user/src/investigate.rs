@@ -91,6 +91,9 @@ pub struct Findings {
     pub open_ages_us: Vec<u64>,
     /// Sockets in CLOSE_WAIT not investigated: the budget ran out.
     pub uninvestigated: u64,
+    /// Stuck sockets reported without their creation stack or their
+    /// holders' threads: the budget's deep part ran out.
+    pub stacks_not_read: u64,
 }
 
 pub fn tuple(s: &TcpSocket) -> Tuple {
@@ -379,6 +382,7 @@ pub fn investigate(
             close_wait_now: cw.len() as u64,
             open_ages_us: Vec::new(),
             uninvestigated: cw.len() as u64,
+            stacks_not_read: 0,
         };
     };
     let no_holders = Vec::new();
@@ -390,12 +394,16 @@ pub fn investigate(
     let mut open_ages_us = Vec::new();
     let mut close_wait_now = 0;
     let mut uninvestigated = 0;
+    let mut stacks_not_read = 0;
     for s in cw {
         if opts.budget.spent() {
             close_wait_now += 1;
             uninvestigated += 1;
             continue;
         }
+        // Breadth first: every socket gets its age, holders and diagnosis;
+        // stacks and threads, the slow part, while the deep budget lasts.
+        let deep = !opts.budget.deep_spent();
         let t = tuple(s);
         let (_, local, remote) = t;
         let local_listener = listener_for(table, s.netns, s.local);
@@ -472,7 +480,7 @@ pub fn investigate(
             holders: sock_holders.len(),
             peer_live_connections: (origin_kind != Origin::Accept)
                 .then(|| live_to_peer(table, s.netns, origin_kind, remote)),
-            blocked: if origin_kind == Origin::Accept && s.inode != 0 {
+            blocked: if deep && origin_kind == Origin::Accept && s.inode != 0 {
                 blocked_holders(sock_holders, (local, remote), table, &mut summaries)
             } else {
                 None
@@ -490,6 +498,14 @@ pub fn investigate(
                 ),
                 Vec::new(),
             ),
+            Some(_) if !deep => {
+                stacks_not_read += 1;
+                (
+                    Vec::new(),
+                    Some("stack not read: the look had no time left for it (the run was ending)".to_string()),
+                    Vec::new(),
+                )
+            }
             Some(c) => {
                 let addrs = origins.stack(c.user_stack);
                 // The creator may be gone (fork inheritance): its children
@@ -613,6 +629,7 @@ pub fn investigate(
         close_wait_now,
         open_ages_us,
         uninvestigated,
+        stacks_not_read,
     }
 }
 
@@ -1065,7 +1082,7 @@ fn group(
                             count: *count,
                             oldest_age_ms: *oldest,
                             unread_bytes: *unread,
-                            threads: (!budget.spent())
+                            threads: (!budget.deep_spent())
                                 .then(|| summary_of(summaries, table, pid).map(|t| t.text.clone()))
                                 .flatten(),
                         })
@@ -1079,7 +1096,7 @@ fn group(
                 .unwrap_or_default();
         }
         // Out of budget, groups go without their threads.
-        if let Some(pid) = g.pid.filter(|_| !budget.spent()) {
+        if let Some(pid) = g.pid.filter(|_| !budget.deep_spent()) {
             if let Some(summary) = summary_of(summaries, table, pid) {
                 let mut summary = summary.clone();
                 crate::runtimes::annotate(pid, &mut summary);
@@ -1090,7 +1107,7 @@ fn group(
             let mut members = stuck.iter().zip(&member_of).filter(|(_, &m)| m == gi);
             let first_unread = members.clone().next().map_or(0, |(s, _)| s.unread_bytes);
             if let Some(l) = members.find_map(|(s, _)| s.listener.as_ref()) {
-                if !budget.spent() {
+                if !budget.deep_spent() {
                     if let Some(a) = accepting_story(&l.holders, table, summaries, age_ms) {
                         if a.holders_busy {
                             // The first socket's explanation, told with the story.
@@ -1414,5 +1431,100 @@ mod tests {
             tcp_state::ESTABLISHED,
         )];
         assert_eq!(live_to_peer(&est, 0, Origin::Connect, server), 1);
+    }
+
+    /// Out of the deep budget, a stuck socket is still reported with its
+    /// age, holders and diagnosis; only its stack is left unread, and
+    /// counted. A real socket held by this process makes the holder scan
+    /// find it.
+    #[test]
+    fn sockets_past_the_deep_budget_are_reported_without_their_stack() {
+        use std::{
+            net::{TcpListener, TcpStream},
+            os::fd::AsRawFd,
+            time::Instant,
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (held, _) = l.accept().unwrap();
+        drop(c);
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd())).unwrap();
+        let inode: u64 = link.to_str().unwrap()[8..]
+            .trim_end_matches(']')
+            .parse()
+            .unwrap();
+        let cw = TcpSocket {
+            inode,
+            ..sock(
+                &held.local_addr().unwrap().to_string(),
+                &held.peer_addr().unwrap().to_string(),
+                tcp_state::CLOSE_WAIT,
+            )
+        };
+        let skaddr = 0xffff_8880_1234_5678;
+        let mut entries = CloseWaitEntries {
+            now_ns: 20_000_000_000,
+            ..Default::default()
+        };
+        entries.entered.insert(tuple(&cw), 10_000_000_000);
+        entries.skaddr.insert(tuple(&cw), skaddr);
+        let pid = std::process::id();
+        struct Traced(SockOrigin, u64);
+        impl Origins for Traced {
+            fn sock_origin(&self, sk: u64) -> Option<SockOrigin> {
+                (sk == self.1).then_some(self.0)
+            }
+            fn stack(&self, _: i32) -> Vec<u64> {
+                Vec::new()
+            }
+        }
+        let origins = Traced(
+            SockOrigin {
+                ts_ns: 9_000_000_000,
+                pid_tgid: (u64::from(pid) << 32) | u64::from(pid),
+                kind: origin::CONNECT,
+                user_stack: 7,
+                kernel_stack: -1,
+                dport: 0,
+                _pad: 0,
+                comm: [0; 16],
+                py_stack: 0,
+            },
+            skaddr,
+        );
+        let filters = Filters::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        for (budget, read) in [
+            (Budget::until(later), true),
+            (Budget::until(later).deep_until(now), false),
+        ] {
+            let opts = Options {
+                threshold: Duration::from_secs(1),
+                filters: &filters,
+                kernel_stacks: false,
+                user_stacks: true,
+                budget: &budget,
+            };
+            let f = investigate(
+                std::slice::from_ref(&cw),
+                &entries,
+                &opts,
+                &origins,
+                &mut Symbolizer::new(),
+            );
+            assert_eq!((f.stuck.len(), f.uninvestigated), (1, 0), "read {read}");
+            assert_eq!(f.stacks_not_read, u64::from(!read));
+            let s = &f.stuck[0];
+            assert_eq!(s.age_ms, 10_000);
+            assert_eq!(s.holders.iter().map(|h| h.pid).collect::<Vec<_>>(), [pid]);
+            assert_eq!(s.origin, Origin::Connect);
+            let not_read = s
+                .stack_note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("stack not read"));
+            assert_eq!(not_read, !read, "{:?}", s.stack_note);
+            assert_eq!(f.groups.len(), 1);
+        }
     }
 }

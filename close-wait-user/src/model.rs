@@ -221,6 +221,10 @@ pub struct Counters {
     /// was cut short (SIGINT, SIGTERM) at its time bound.
     #[serde(default)]
     pub uninvestigated: u64,
+    /// Stuck sockets reported without their creation stack or their
+    /// holders' threads: the final look's time for them ran out.
+    #[serde(default)]
+    pub stacks_not_read: u64,
 }
 
 impl Counters {

@@ -301,6 +301,13 @@ pub fn render(r: &Report, all: bool) -> String {
             c.uninvestigated
         );
     }
+    if c.stacks_not_read > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} stuck sockets are reported without their stack or threads: the last look was cut short to end the run in time",
+            c.stacks_not_read
+        );
+    }
     if c.map_evictions + c.map_insert_failed > 0 {
         let _ = writeln!(
             out,

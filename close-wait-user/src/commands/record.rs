@@ -46,6 +46,9 @@ const DRAIN_BATCH: usize = 4096;
 /// How long the final look at the stuck sockets may take once a signal
 /// asked the run to end: the run ends within about a second.
 const FINAL_LOOK_BOUND: Duration = Duration::from_millis(400);
+/// Within it, how long stacks and threads may be read: the time after is
+/// kept for the age, holders and diagnosis of every socket left.
+const FINAL_DEEP_BOUND: Duration = Duration::from_millis(250);
 /// How long the final summary waits for a stdout reader that makes no
 /// progress before it goes to stderr instead.
 const STDOUT_PATIENCE: Duration = Duration::from_millis(300);
@@ -357,6 +360,7 @@ impl Recording {
             stuck: found.stuck.len() as u64,
             episodes_dropped: self.agg.episodes_dropped(),
             uninvestigated: found.uninvestigated,
+            stacks_not_read: found.stacks_not_read,
         };
         self.last_stuck = counters.stuck;
         let leaked_after_shutdown = self.leaked_after_shutdown(look.now_ns);
@@ -628,7 +632,7 @@ async fn record(mut args: RecordArgs) -> anyhow::Result<ExitCode> {
     // Asked to stop, the final look is bounded; at the end of --duration it
     // takes what it takes.
     let budget = if interrupted {
-        Budget::until(ending + FINAL_LOOK_BOUND)
+        Budget::until(ending + FINAL_LOOK_BOUND).deep_until(ending + FINAL_DEEP_BOUND)
     } else {
         Budget::unlimited()
     };
