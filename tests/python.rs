@@ -109,10 +109,13 @@ fn python_threads_of_holders_on_every_cpython() {
     if !privileged("python_threads_of_holders_on_every_cpython") {
         return;
     }
-    let tracer = Tracer::start(&["--threshold", "1s"]);
+    let tracer = Tracer::start(&["--threshold", "1s", "-v"]);
     let runs: Vec<Parked> = interpreters().iter().map(|py| parked(py)).collect();
     std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 500));
     let out = stop_ok(tracer);
+    for l in out.stderr.lines().filter(|l| l.contains("final look")) {
+        eprintln!("{l}");
+    }
     let parked_at = frame("worker_parked_on_gate", "parked");
     let serve_at = frame("serve_one", "serve");
     for r in &runs {
