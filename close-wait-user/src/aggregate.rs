@@ -55,21 +55,42 @@ pub fn listening_ports(table: &[sockets::TcpSocket]) -> HashSet<u16> {
 /// port = local) from a connected one (remote).
 #[derive(Debug, Default)]
 pub struct ServicePorts {
-    listening: HashSet<u16>,
+    listening: PortSet,
     refreshed_ns: u64,
+}
+
+/// A set of ports as 65,536 bits (8 KiB): a look-up per episode is one
+/// index, no hashing.
+#[derive(Debug, Default)]
+struct PortSet(Vec<u64>);
+
+impl PortSet {
+    fn of(ports: &HashSet<u16>) -> PortSet {
+        let mut bits = vec![0u64; 1024];
+        for &p in ports {
+            bits[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
+        PortSet(bits)
+    }
+
+    fn contains(&self, p: u16) -> bool {
+        self.0
+            .get(usize::from(p >> 6))
+            .is_some_and(|w| w & (1 << (p & 63)) != 0)
+    }
 }
 
 impl ServicePorts {
     pub fn new(listening: HashSet<u16>, now_ns: u64) -> ServicePorts {
         ServicePorts {
-            listening,
+            listening: PortSet::of(&listening),
             refreshed_ns: now_ns,
         }
     }
 
     /// Takes the listeners of a fresh socket table.
     pub fn update(&mut self, listening: HashSet<u16>, now_ns: u64) {
-        self.listening = listening;
+        self.listening = PortSet::of(&listening);
         self.refreshed_ns = now_ns;
     }
 
@@ -77,18 +98,22 @@ impl ServicePorts {
     /// refreshes the listener set, at most once a second: a listener opened
     /// after the last refresh is then found.
     pub fn of(&mut self, local: SocketAddr, remote: SocketAddr) -> u16 {
-        if self.listening.contains(&local.port()) {
+        if self.listening.contains(local.port()) {
             return local.port();
         }
         let now = clock::monotonic_ns();
         if now.saturating_sub(self.refreshed_ns) > 1_000_000_000 {
             self.refreshed_ns = now;
             match sockets::list_tcp(&[tcp_state::LISTEN]) {
-                Ok(t) => self.listening = listening_ports(&t),
+                Ok(t) => self.listening = PortSet::of(&listening_ports(&t)),
                 Err(e) => log::info!("cannot refresh the listening ports: {e}"),
             }
         }
-        service_port(&self.listening, local, remote)
+        if self.listening.contains(local.port()) {
+            local.port()
+        } else {
+            remote.port()
+        }
     }
 }
 
@@ -251,6 +276,19 @@ mod tests {
     use super::*;
     use crate::model::Ending;
     use crate::tracker::Closer;
+
+    #[test]
+    fn service_ports_from_the_listening_set() {
+        let listen: HashSet<u16> = [0, 63, 64, 8080, 65535].into_iter().collect();
+        let mut sp = ServicePorts::new(listen.clone(), clock::monotonic_ns());
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        for p in 0..=u16::MAX {
+            assert_eq!(sp.listening.contains(p), listen.contains(&p), "port {p}");
+        }
+        assert_eq!(sp.of(a(8080), a(41000)), 8080);
+        assert_eq!(sp.of(a(65535), a(41000)), 65535);
+        assert_eq!(sp.of(a(41000), a(5432)), 5432);
+    }
 
     #[test]
     fn service_port_is_the_listening_or_the_remote_port() {

@@ -187,6 +187,9 @@ pub struct Histograms {
     by_tag: HashMap<String, TagId>,
     /// Raw comm bytes -> id of its `comm:` tag (or of `comm:other`).
     comm_ids: HashMap<Box<[u8]>, TagId>,
+    /// The last comm looked up and its id: a load test's episodes mostly
+    /// come from one closer, so most look-ups end here, unhashed.
+    last_comm: Option<([u8; 16], usize, TagId)>,
     /// Port -> id of its `port:` tag (or of `port:other`), [`NO_TAG`] unseen.
     port_ids: Vec<TagId>,
     comm_tags: usize,
@@ -209,6 +212,7 @@ impl Histograms {
             tags: Vec::new(),
             by_tag: HashMap::new(),
             comm_ids: HashMap::new(),
+            last_comm: None,
             port_ids: vec![NO_TAG; usize::from(u16::MAX) + 1],
             comm_tags: 0,
             port_tags: 0,
@@ -230,6 +234,21 @@ impl Histograms {
     }
 
     fn comm_id(&mut self, comm: &[u8]) -> TagId {
+        if let Some((last, len, id)) = &self.last_comm {
+            if last[..*len] == *comm {
+                return *id;
+            }
+        }
+        let id = self.comm_id_slow(comm);
+        if comm.len() <= 16 {
+            let mut last = [0u8; 16];
+            last[..comm.len()].copy_from_slice(comm);
+            self.last_comm = Some((last, comm.len(), id));
+        }
+        id
+    }
+
+    fn comm_id_slow(&mut self, comm: &[u8]) -> TagId {
         if let Some(&id) = self.comm_ids.get(comm) {
             return id;
         }
@@ -354,6 +373,26 @@ mod tests {
 
     fn tags(v: &[(String, Histogram<u64>)]) -> Vec<&str> {
         v.iter().map(|(t, _)| t.as_str()).collect()
+    }
+
+    /// The last-comm shortcut never files an episode under the previous
+    /// comm: alternating closers each keep their own count.
+    #[test]
+    fn alternating_comms_keep_their_own_tags() {
+        let mut h = Histograms::new();
+        for comm in ["a", "b", "a", "ab", "a", "b"] {
+            h.record_closed(comm, 80, 10);
+        }
+        let count = |tag: &str| {
+            h.summaries()
+                .into_iter()
+                .find(|s| s.tag == tag)
+                .map(|s| s.count)
+        };
+        assert_eq!(count("comm:a"), Some(3));
+        assert_eq!(count("comm:b"), Some(2));
+        assert_eq!(count("comm:ab"), Some(1));
+        assert_eq!(count("all"), Some(6));
     }
 
     #[test]
