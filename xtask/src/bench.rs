@@ -1165,6 +1165,69 @@ fn python_section(bin: &Path, object: &Path) -> Result<()> {
 
 // ---------------------------------------------------------------- main
 
+/// Where the tracer's own CPU goes: one more round of the default
+/// configuration with `perf record -e cpu-clock` (a software clock: works
+/// without hardware counters) on the tracer process, its hottest symbols
+/// printed. Not one of the measured rounds: sampling costs a little.
+fn tracer_profile(dir: &Path, nginx: &Nginx, bin: &Path, object: &Path) -> Result<()> {
+    let works = Command::new("perf")
+        .args(["stat", "-e", "cpu-clock", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    anyhow::ensure!(works, "`perf stat -e cpu-clock true` fails here");
+    let Attached::Tracer {
+        mut child,
+        dir: tdir,
+        err,
+        ..
+    } = attach(Config::Default, bin, object, 998)?
+    else {
+        anyhow::bail!("the default configuration did not start a tracer");
+    };
+    let data = dir.join("tracer.perf.data");
+    let perf = Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-p"])
+        .arg(child.id().to_string())
+        .arg("-o")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let load = wrk(nginx.port);
+    if let Ok(mut perf) = perf {
+        signal(perf.id(), libc::SIGINT);
+        let _ = reap(&mut perf, Duration::from_secs(30));
+    }
+    signal(child.id(), libc::SIGINT);
+    let _ = reap(&mut child, Duration::from_secs(30));
+    drop(err.map(|h| h.join()));
+    let _ = std::fs::remove_dir_all(tdir);
+    let (conns, _, _) = load?;
+    let out = Command::new("perf")
+        .arg("report")
+        .arg("-i")
+        .arg(&data)
+        .args(["--stdio", "--no-children", "--sort", "dso,sym", "--percent-limit", "1.5"])
+        .stderr(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "  tracer profile (perf cpu-clock on the tracer, {conns} connections, {}; symbols over 1.5%):",
+        data.display()
+    );
+    for l in text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .take(20)
+    {
+        println!("    {}", l.trim());
+    }
+    Ok(())
+}
+
 pub fn run(root: &Path) -> Result<()> {
     let t_start = Instant::now();
     if std::env::var("CLOSE_WAIT_BENCH_ONLY").as_deref() == Ok("python") {
@@ -1252,6 +1315,11 @@ pub fn run(root: &Path) -> Result<()> {
             rounds(),
             t_start.elapsed().as_secs_f64()
         );
+    }
+    let bench_dir = root.join("target/bench");
+    let _ = std::fs::create_dir_all(&bench_dir);
+    if let Err(e) = tracer_profile(&bench_dir, &nginx, &bin, &object) {
+        println!("  tracer profile: not taken: {e:#}");
     }
     drop(nginx);
 
