@@ -155,6 +155,41 @@ pub(crate) struct SockEntry {
     pub(crate) entered_ns: u64,
     /// `SEEN_CLOSE` | `SEEN_DONE`.
     pub(crate) seen: u64,
+    /// What was read of the socket at its entry: its exit sends these
+    /// again without reading the socket.
+    pub(crate) fields: SockFields,
+    pub(crate) _pad: u32,
+}
+
+/// A socket's family, ports, addresses and network namespace, as its
+/// CLOSE_WAIT entry event carries them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SockFields {
+    pub(crate) saddr: [u8; 16],
+    pub(crate) daddr: [u8; 16],
+    pub(crate) netns: u32,
+    pub(crate) family: u16,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    pub(crate) _pad: u16,
+}
+
+impl SockFields {
+    #[inline(always)]
+    fn read<S: StateSource>(src: &S, skaddr: u64, sport: u16, dport: u16) -> Result<Self, i64> {
+        let family = src.family()?;
+        let (saddr, daddr) = src.addrs(family)?;
+        Ok(SockFields {
+            saddr,
+            daddr,
+            netns: netns_of(skaddr),
+            family,
+            sport,
+            dport,
+            _pad: 0,
+        })
+    }
 }
 
 /// tcp_close() came (hooked).
@@ -520,16 +555,20 @@ fn on_state<C: EbpfContext, S: StateSource>(
     }
     let mut ev_flags = 0u32;
     let mut entered_ns = 0u64;
-    let (sport, dport) = src.ports()?;
+    let fields;
     if newstate == cw {
+        let (sport, dport) = src.ports()?;
         if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
             || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
         {
             return Ok(());
         }
+        fields = SockFields::read(src, skaddr, sport, dport)?;
         let entry = SockEntry {
             entered_ns: now,
             seen: 0,
+            fields,
+            _pad: 0,
         };
         match SOCKS.insert(&skaddr, &entry, BPF_NOEXIST) {
             Ok(()) => {
@@ -550,14 +589,20 @@ fn on_state<C: EbpfContext, S: StateSource>(
             }
         }
     } else if let Some(t) = unsafe { SOCKS.get(&skaddr) } {
+        // Its exit: the fields read at entry, no read of the socket.
         ev_flags |= flags::TRACKED;
         entered_ns = t.entered_ns;
-    } else if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
-        || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
-    {
-        // Filtered out at entry (or entered before attach): only keep it
-        // when its ports pass.
-        return Ok(());
+        fields = t.fields;
+    } else {
+        let (sport, dport) = src.ports()?;
+        if !port_kept(&LPORTS, FILTER_LPORT.load(), sport)
+            || !port_kept(&DPORTS, FILTER_DPORT.load(), dport)
+        {
+            // Filtered out at entry (or entered before attach): only keep
+            // it when its ports pass.
+            return Ok(());
+        }
+        fields = SockFields::read(src, skaddr, sport, dport)?;
     }
     if oldstate == cw && newstate == close {
         if reset_received {
@@ -567,14 +612,14 @@ fn on_state<C: EbpfContext, S: StateSource>(
         }
         sock_done(skaddr);
     }
-    let family = src.family()?;
-    let mut ev = new_event(kind::STATE, skaddr, now, entered_ns, ev_flags);
+    let mut ev = event_in(kind::STATE, skaddr, now, entered_ns, ev_flags, fields.netns);
     ev.oldstate = oldstate as u8;
     ev.newstate = newstate as u8;
-    ev.family = family;
-    ev.sport = sport;
-    ev.dport = dport;
-    (ev.saddr, ev.daddr) = src.addrs(family)?;
+    ev.family = fields.family;
+    ev.sport = fields.sport;
+    ev.dport = fields.dport;
+    ev.saddr = fields.saddr;
+    ev.daddr = fields.daddr;
     emit(&ev);
     Ok(())
 }
@@ -619,6 +664,12 @@ fn sock_done(skaddr: u64) {
 /// ports or addresses (the state path fills those).
 #[inline(always)]
 pub(crate) fn new_event(kind: u32, skaddr: u64, now: u64, entered_ns: u64, flags: u32) -> Event {
+    event_in(kind, skaddr, now, entered_ns, flags, netns_of(skaddr))
+}
+
+/// [`new_event`] with the socket's network namespace already known.
+#[inline(always)]
+fn event_in(kind: u32, skaddr: u64, now: u64, entered_ns: u64, flags: u32, netns: u32) -> Event {
     Event {
         ts_ns: now,
         skaddr,
@@ -636,7 +687,7 @@ pub(crate) fn new_event(kind: u32, skaddr: u64, now: u64, entered_ns: u64, flags
         daddr: [0; 16],
         comm: comm(),
         _pad1: 0,
-        netns: netns_of(skaddr),
+        netns,
     }
 }
 

@@ -1210,7 +1210,14 @@ fn tracer_profile(dir: &Path, nginx: &Nginx, bin: &Path, object: &Path) -> Resul
         .arg("report")
         .arg("-i")
         .arg(&data)
-        .args(["--stdio", "--no-children", "--sort", "dso,sym", "--percent-limit", "1.5"])
+        .args([
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,sym",
+            "--percent-limit",
+            "1.5",
+        ])
         .stderr(Stdio::null())
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
