@@ -14,6 +14,7 @@
 //! interval histograms that [`Histograms::take_interval`] hands out and
 //! resets (for the interval log).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use hdrhistogram::Histogram;
@@ -37,6 +38,18 @@ pub const TAG_PORT_OTHER: &str = "port:other";
 pub fn new_histogram() -> Histogram<u64> {
     // 3 significant digits is always a valid configuration.
     Histogram::new(SIGFIG).expect("sigfig 3 is valid")
+}
+
+/// Adds `from` into `to`; both auto-resize, so only a value beyond what any
+/// histogram can hold fails, and that one is clamped as [`record`] does.
+fn add(to: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if to.add(from).is_err() {
+        for v in from.iter_recorded() {
+            for _ in 0..v.count_at_value() {
+                record(to, v.value_iterated_to());
+            }
+        }
+    }
 }
 
 /// Records `value`, clamping it to the largest trackable value if it is
@@ -142,7 +155,9 @@ impl HistSummary {
 #[derive(Debug)]
 struct Tagged {
     tag: String,
-    cumulative: Histogram<u64>,
+    /// Every interval taken so far, added up; with `interval`, the
+    /// cumulative histogram. An episode is recorded once, into `interval`.
+    taken: Histogram<u64>,
     interval: Histogram<u64>,
     /// Something was recorded in `interval` since the last take.
     touched: bool,
@@ -152,16 +167,32 @@ impl Tagged {
     fn new(tag: String) -> Tagged {
         Tagged {
             tag,
-            cumulative: new_histogram(),
+            taken: new_histogram(),
             interval: new_histogram(),
             touched: false,
         }
     }
 
     fn record(&mut self, value: u64) {
-        record(&mut self.cumulative, value);
         record(&mut self.interval, value);
         self.touched = true;
+    }
+
+    /// Everything recorded: the intervals taken and the current one.
+    fn cumulative(&self) -> Cow<'_, Histogram<u64>> {
+        if self.interval.is_empty() {
+            return Cow::Borrowed(&self.taken);
+        }
+        let mut h = self.taken.clone();
+        add(&mut h, &self.interval);
+        Cow::Owned(h)
+    }
+
+    /// Ends the current interval: returns it, added to `taken`.
+    fn take(&mut self) -> Histogram<u64> {
+        add(&mut self.taken, &self.interval);
+        self.touched = false;
+        std::mem::replace(&mut self.interval, new_histogram())
     }
 }
 
@@ -309,22 +340,22 @@ impl Histograms {
 
     /// The cumulative histogram of `tag`, if anything was recorded under it
     /// (`all` always exists).
-    pub fn get(&self, tag: &str) -> Option<&Histogram<u64>> {
+    pub fn get(&self, tag: &str) -> Option<Cow<'_, Histogram<u64>>> {
         if tag == TAG_OPEN {
-            return self.open.as_ref();
+            return self.open.as_ref().map(Cow::Borrowed);
         }
         let id = *self.by_tag.get(tag)?;
-        Some(&self.tags[usize::from(id)].cumulative)
+        Some(self.tags[usize::from(id)].cumulative())
     }
 
     /// Every cumulative histogram with its tag, in report order (see
     /// [`tag_order`]).
-    pub fn cumulative(&self) -> Vec<(&str, &Histogram<u64>)> {
-        let mut v: Vec<(&str, &Histogram<u64>)> = self
+    pub fn cumulative(&self) -> Vec<(&str, Cow<'_, Histogram<u64>>)> {
+        let mut v: Vec<(&str, Cow<'_, Histogram<u64>>)> = self
             .tags
             .iter()
-            .map(|t| (t.tag.as_str(), &t.cumulative))
-            .chain(self.open.as_ref().map(|h| (TAG_OPEN, h)))
+            .map(|t| (t.tag.as_str(), t.cumulative()))
+            .chain(self.open.as_ref().map(|h| (TAG_OPEN, Cow::Borrowed(h))))
             .collect();
         v.sort_by(|a, b| tag_order(a.0).cmp(&tag_order(b.0)));
         v
@@ -335,7 +366,7 @@ impl Histograms {
     pub fn summaries(&self) -> Vec<HistSummary> {
         self.cumulative()
             .into_iter()
-            .map(|(t, h)| HistSummary::from_histogram(t, h))
+            .map(|(t, h)| HistSummary::from_histogram(t, &h))
             .collect()
     }
 
@@ -349,11 +380,7 @@ impl Histograms {
         let mut v: Vec<(String, Histogram<u64>)> = Vec::new();
         for (i, t) in self.tags.iter_mut().enumerate() {
             if t.touched || i == usize::from(ALL) {
-                v.push((
-                    t.tag.clone(),
-                    std::mem::replace(&mut t.interval, new_histogram()),
-                ));
-                t.touched = false;
+                v.push((t.tag.clone(), t.take()));
             }
         }
         if self.open_pending {
@@ -373,6 +400,47 @@ mod tests {
 
     fn tags(v: &[(String, Histogram<u64>)]) -> Vec<&str> {
         v.iter().map(|(t, _)| t.as_str()).collect()
+    }
+
+    /// Cumulative histograms hold every episode, before and after the
+    /// intervals taken; each interval only its own.
+    #[test]
+    fn cumulative_adds_up_the_intervals_taken_and_the_current_one() {
+        let mut h = Histograms::new();
+        for v in [10, 20, 30] {
+            h.record_closed("srv", 80, v);
+        }
+        let count = |h: &Histograms| h.get("comm:srv").map(|x| x.len());
+        assert_eq!(count(&h), Some(3));
+        let first = h.take_interval();
+        assert_eq!(first.iter().find(|(t, _)| t == "all").unwrap().1.len(), 3);
+        assert_eq!(count(&h), Some(3));
+        h.record_closed("srv", 80, 40_000);
+        h.record_closed("other", 81, 50);
+        assert_eq!(count(&h), Some(4));
+        assert_eq!(h.get("all").map(|x| x.len()), Some(5));
+        assert_eq!(
+            h.get("all").unwrap().max(),
+            h.get("comm:srv").unwrap().max()
+        );
+        let second = h.take_interval();
+        let tags: Vec<(&str, u64)> = second.iter().map(|(t, x)| (t.as_str(), x.len())).collect();
+        assert_eq!(
+            tags,
+            [
+                ("all", 2),
+                ("comm:srv", 1),
+                ("comm:other", 1),
+                ("port:80", 1),
+                ("port:81", 1)
+            ]
+        );
+        assert_eq!(h.summaries()[0].count, 5);
+        assert_eq!(
+            h.take_interval().iter().map(|(_, x)| x.len()).sum::<u64>(),
+            0
+        );
+        assert_eq!(count(&h), Some(4));
     }
 
     /// The last-comm shortcut never files an episode under the previous

@@ -117,7 +117,7 @@ impl Outputs {
                 curves: hist
                     .cumulative()
                     .into_iter()
-                    .map(|(tag, h)| html::Curve::of(tag, h))
+                    .map(|(tag, h)| html::Curve::of(tag, &h))
                     .collect(),
                 timeline: self.timeline.clone(),
                 sources: Vec::new(),
@@ -130,7 +130,7 @@ impl Outputs {
         }
         if let Some(out) = &mut self.hgrm {
             if let Some(h) = hist.get(TAG_ALL) {
-                let text = hgrm::render_hgrm(h, hgrm::US_PER_MS);
+                let text = hgrm::render_hgrm(&h, hgrm::US_PER_MS);
                 errors.extend(out.replace(text.as_bytes()).err().map(Into::into));
             }
             if self.hgrm_per_tag {
@@ -149,7 +149,7 @@ impl Outputs {
                             }
                         },
                     };
-                    let text = hgrm::render_hgrm(h, hgrm::US_PER_MS);
+                    let text = hgrm::render_hgrm(&h, hgrm::US_PER_MS);
                     errors.extend(file.replace(text.as_bytes()).err().map(Into::into));
                 }
             }
