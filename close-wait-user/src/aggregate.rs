@@ -97,11 +97,13 @@ impl ServicePorts {
     /// Service port of an episode. A local port not known to listen
     /// refreshes the listener set, at most once a second: a listener opened
     /// after the last refresh is then found.
-    pub fn of(&mut self, local: SocketAddr, remote: SocketAddr) -> u16 {
+    /// `now_ns`: the monotonic time of the episode's end (no clock read
+    /// per episode).
+    pub fn of(&mut self, local: SocketAddr, remote: SocketAddr, now_ns: u64) -> u16 {
         if self.listening.contains(local.port()) {
             return local.port();
         }
-        let now = clock::monotonic_ns();
+        let now = now_ns;
         if now.saturating_sub(self.refreshed_ns) > 1_000_000_000 {
             self.refreshed_ns = now;
             match sockets::list_tcp(&[tcp_state::LISTEN]) {
@@ -230,7 +232,11 @@ impl Aggregator {
         if !self.kept(ep) {
             return;
         }
-        let port = self.ports.of(ep.local, ep.remote);
+        let port = self.ports.of(
+            ep.local,
+            ep.remote,
+            ep.ended_ns.unwrap_or_else(clock::monotonic_ns),
+        );
         let dur = ep.duration_ns();
         // Every closed episode with a known duration is recorded; a peer
         // reset or a timeout has no closer, its comm tag is `comm:?`.
@@ -280,14 +286,15 @@ mod tests {
     #[test]
     fn service_ports_from_the_listening_set() {
         let listen: HashSet<u16> = [0, 63, 64, 8080, 65535].into_iter().collect();
-        let mut sp = ServicePorts::new(listen.clone(), clock::monotonic_ns());
+        let now = clock::monotonic_ns();
+        let mut sp = ServicePorts::new(listen.clone(), now);
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         for p in 0..=u16::MAX {
             assert_eq!(sp.listening.contains(p), listen.contains(&p), "port {p}");
         }
-        assert_eq!(sp.of(a(8080), a(41000)), 8080);
-        assert_eq!(sp.of(a(65535), a(41000)), 65535);
-        assert_eq!(sp.of(a(41000), a(5432)), 5432);
+        assert_eq!(sp.of(a(8080), a(41000), now), 8080);
+        assert_eq!(sp.of(a(65535), a(41000), now), 65535);
+        assert_eq!(sp.of(a(41000), a(5432), now), 5432);
     }
 
     #[test]
