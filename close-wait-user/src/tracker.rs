@@ -22,7 +22,7 @@
 //! comes its descriptor is open ([`Tracker::shut_down`]).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
     net::SocketAddr,
 };
@@ -142,9 +142,8 @@ pub struct OpenSocket {
     reset_received: bool,
     /// tcp_close() seen while in CLOSE_WAIT: its time.
     close_ns: Option<u64>,
-    /// Position in the eviction queue: an entry of the queue whose sequence
-    /// is not the socket's current one is stale.
-    seq: u64,
+    /// Its node in the entry order.
+    node: u32,
 }
 
 /// Hashes a socket's kernel address (a pointer: its low bits are
@@ -189,19 +188,94 @@ pub struct Counters {
     pub tracker_dropped: u64,
 }
 
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    sk: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// The open sockets in entry order, oldest first: a doubly linked list
+/// whose nodes live in a slab (freed nodes are reused), so that adding,
+/// unlinking and finding the oldest are O(1) without hashing.
+#[derive(Debug)]
+struct EntryOrder {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+}
+
+impl EntryOrder {
+    fn new() -> EntryOrder {
+        EntryOrder {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    /// Links `sk` as the newest; returns its node.
+    fn push(&mut self, sk: u64) -> u32 {
+        let node = Node {
+            sk,
+            prev: self.tail,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        match self.tail {
+            NIL => self.head = i,
+            t => self.nodes[t as usize].next = i,
+        }
+        self.tail = i;
+        i
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Node { prev, next, .. } = self.nodes[i as usize];
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+        self.free.push(i);
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        (self.head != NIL).then(|| self.nodes[self.head as usize].sk)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+}
+
 /// Per-socket CLOSE_WAIT state machine.
 ///
 /// At most `max_open` sockets are followed; at the bound the one that
-/// entered first is dropped, in O(1): `order` lists (socket, sequence) in
-/// entry order, and an entry whose socket left (or entered again, with a
-/// new sequence) is skipped when it reaches the front. The queue is
-/// compacted when stale entries outnumber live ones, so it stays within
-/// twice the open sockets (amortized O(1) per event).
+/// entered first is dropped, in O(1): `order` links the open sockets in
+/// entry order, and a socket that leaves is unlinked at once (no stale
+/// entries, nothing to compact).
 #[derive(Debug)]
 pub struct Tracker {
     open: SkMap<OpenSocket>,
-    order: VecDeque<(u64, u64)>,
-    next_seq: u64,
+    order: EntryOrder,
     max_open: usize,
     /// tcp_close() is hooked: its absence before an exit means shutdown().
     close_hooked: bool,
@@ -215,8 +289,7 @@ impl Tracker {
     pub fn new(max_open: usize) -> Self {
         Tracker {
             open: SkMap::default(),
-            order: VecDeque::new(),
-            next_seq: 0,
+            order: EntryOrder::new(),
             max_open: max_open.max(1),
             close_hooked: false,
             shut: SkMap::default(),
@@ -237,31 +310,16 @@ impl Tracker {
     /// Drops the socket that entered first (its report still finds it
     /// through the socket table; only its exact entry time is lost).
     fn evict_oldest(&mut self) {
-        while let Some((sk, seq)) = self.order.pop_front() {
-            if self.open.get(&sk).is_some_and(|s| s.seq == seq) {
-                self.open.remove(&sk);
-                self.counters.tracker_dropped += 1;
-                return;
-            }
-        }
-    }
-
-    /// Removes the stale entries of the eviction queue once they are more
-    /// than the live ones.
-    fn compact(&mut self) {
-        if self.order.len() > 2 * self.open.len() + 64 {
-            let open = &self.open;
-            self.order
-                .retain(|(sk, seq)| open.get(sk).is_some_and(|s| s.seq == *seq));
+        if let Some(sk) = self.order.oldest() {
+            self.remove(sk);
+            self.counters.tracker_dropped += 1;
         }
     }
 
     fn remove(&mut self, sk: u64) -> Option<OpenSocket> {
-        let s = self.open.remove(&sk);
-        if s.is_some() {
-            self.compact();
-        }
-        s
+        let s = self.open.remove(&sk)?;
+        self.order.unlink(s.node);
+        Some(s)
     }
 
     /// Feeds one event; returns what it did.
@@ -303,9 +361,12 @@ impl Tracker {
         if self.open.len() >= self.max_open && !self.open.contains_key(&r.skaddr) {
             self.evict_oldest();
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.order.push_back((r.skaddr, seq));
+        // A second entry of the same socket (its exit was lost) moves it to
+        // the newest end.
+        if let Some(old) = self.open.get(&r.skaddr) {
+            self.order.unlink(old.node);
+        }
+        let node = self.order.push(r.skaddr);
         self.open.insert(
             r.skaddr,
             OpenSocket {
@@ -316,10 +377,9 @@ impl Tracker {
                 entered_ns: r.ts_ns,
                 reset_received: false,
                 close_ns: None,
-                seq,
+                node,
             },
         );
-        self.compact();
         Transition::Entered
     }
 
@@ -749,6 +809,27 @@ mod tests {
     }
 
     #[test]
+    fn entry_order_unlinks_anywhere_and_reuses_nodes() {
+        let mut o = EntryOrder::new();
+        let n: Vec<u32> = (1..=4).map(|sk| o.push(sk)).collect();
+        o.unlink(n[1]); // middle
+        assert_eq!(o.oldest(), Some(1));
+        o.unlink(n[0]); // head
+        assert_eq!(o.oldest(), Some(3));
+        o.unlink(n[3]); // tail
+        let again = o.push(5);
+        assert!(n.contains(&again), "node reused");
+        assert_eq!(o.len(), 2);
+        o.unlink(n[2]);
+        assert_eq!(o.oldest(), Some(5));
+        o.unlink(again);
+        assert_eq!((o.oldest(), o.len()), (None, 0));
+        o.push(6);
+        assert_eq!(o.oldest(), Some(6));
+        assert_eq!(o.nodes.len(), 4);
+    }
+
+    #[test]
     fn eviction_follows_entry_order_across_exits_and_reentries() {
         let mut t = Tracker::new(3);
         for sk in 1..=3 {
@@ -770,11 +851,8 @@ mod tests {
             t.on_record(&state(100 + i, 1000 + i, ESTABLISHED, CLOSE_WAIT, 1));
             t.on_record(&state(100 + i, 1000 + i, CLOSE_WAIT, LAST_ACK, 1));
         }
-        assert!(
-            t.order.len() <= 2 * t.open_count() + 64,
-            "{}",
-            t.order.len()
-        );
+        assert_eq!(t.order.len(), t.open_count());
+        assert!(t.order.nodes.len() <= 4, "{}", t.order.nodes.len());
         assert_eq!(t.counters.tracker_dropped, 1);
     }
 
