@@ -32,16 +32,6 @@ pub const MAX_CLOSED_LATE: usize = 256;
 /// Comm of the `closed_late` entry beyond [`MAX_CLOSED_LATE`] processes.
 pub const CLOSED_LATE_OTHERS: &str = "(other processes)";
 
-/// The service port of a connection: the listening port for accepted
-/// sockets, the remote port for connected ones.
-pub fn service_port(listen_ports: &HashSet<u16>, local: SocketAddr, remote: SocketAddr) -> u16 {
-    if listen_ports.contains(&local.port()) {
-        local.port()
-    } else {
-        remote.port()
-    }
-}
-
 /// Local ports with a listener in `table`.
 pub fn listening_ports(table: &[sockets::TcpSocket]) -> HashSet<u16> {
     table
@@ -94,18 +84,16 @@ impl ServicePorts {
         self.refreshed_ns = now_ns;
     }
 
-    /// Service port of an episode. A local port not known to listen
-    /// refreshes the listener set, at most once a second: a listener opened
-    /// after the last refresh is then found.
-    /// `now_ns`: the monotonic time of the episode's end (no clock read
-    /// per episode).
+    /// Service port of an episode: the listening port for accepted
+    /// sockets, the remote port for connected ones. A local port not known
+    /// to listen refreshes the listener set, at most once a second: a
+    /// listener opened after the last refresh is then found. `now_ns`: the
+    /// monotonic time of the episode's end (no clock read per episode).
     pub fn of(&mut self, local: SocketAddr, remote: SocketAddr, now_ns: u64) -> u16 {
-        if self.listening.contains(local.port()) {
-            return local.port();
-        }
-        let now = now_ns;
-        if now.saturating_sub(self.refreshed_ns) > 1_000_000_000 {
-            self.refreshed_ns = now;
+        if !self.listening.contains(local.port())
+            && now_ns.saturating_sub(self.refreshed_ns) > 1_000_000_000
+        {
+            self.refreshed_ns = now_ns;
             match sockets::list_tcp(&[tcp_state::LISTEN]) {
                 Ok(t) => self.listening = PortSet::of(&listening_ports(&t)),
                 Err(e) => log::info!("cannot refresh the listening ports: {e}"),
@@ -300,16 +288,18 @@ mod tests {
     #[test]
     fn service_port_is_the_listening_or_the_remote_port() {
         let listen: HashSet<u16> = [8080].into_iter().collect();
+        let now = clock::monotonic_ns();
+        let mut sp = ServicePorts::new(listen, now);
         let accepted = (
             "127.0.0.1:8080".parse().unwrap(),
             "127.0.0.1:40000".parse().unwrap(),
         );
-        assert_eq!(service_port(&listen, accepted.0, accepted.1), 8080);
+        assert_eq!(sp.of(accepted.0, accepted.1, now), 8080);
         let connected = (
             "127.0.0.1:40001".parse().unwrap(),
             "10.0.0.1:5432".parse().unwrap(),
         );
-        assert_eq!(service_port(&listen, connected.0, connected.1), 5432);
+        assert_eq!(sp.of(connected.0, connected.1, now), 5432);
     }
 
     fn episode(i: u64, dur_ns: u64, closer: Option<Closer>) -> Episode {
