@@ -45,8 +45,9 @@ pub fn new_histogram() -> Histogram<u64> {
 fn add(to: &mut Histogram<u64>, from: &Histogram<u64>) {
     if to.add(from).is_err() {
         for v in from.iter_recorded() {
-            for _ in 0..v.count_at_value() {
-                record(to, v.value_iterated_to());
+            let (value, n) = (v.value_iterated_to(), v.count_at_value());
+            if to.record_n(value, n).is_err() {
+                to.saturating_record_n(value, n);
             }
         }
     }
@@ -158,9 +159,8 @@ struct Tagged {
     /// Every interval taken so far, added up; with `interval`, the
     /// cumulative histogram. An episode is recorded once, into `interval`.
     taken: Histogram<u64>,
+    /// Since the last take; empty when nothing was recorded meanwhile.
     interval: Histogram<u64>,
-    /// Something was recorded in `interval` since the last take.
-    touched: bool,
 }
 
 impl Tagged {
@@ -169,13 +169,11 @@ impl Tagged {
             tag,
             taken: new_histogram(),
             interval: new_histogram(),
-            touched: false,
         }
     }
 
     fn record(&mut self, value: u64) {
         record(&mut self.interval, value);
-        self.touched = true;
     }
 
     /// Everything recorded: the intervals taken and the current one.
@@ -191,7 +189,6 @@ impl Tagged {
     /// Ends the current interval: returns it, added to `taken`.
     fn take(&mut self) -> Histogram<u64> {
         add(&mut self.taken, &self.interval);
-        self.touched = false;
         std::mem::replace(&mut self.interval, new_histogram())
     }
 }
@@ -379,7 +376,7 @@ impl Histograms {
     pub fn take_interval(&mut self) -> Vec<(String, Histogram<u64>)> {
         let mut v: Vec<(String, Histogram<u64>)> = Vec::new();
         for (i, t) in self.tags.iter_mut().enumerate() {
-            if t.touched || i == usize::from(ALL) {
+            if !t.interval.is_empty() || i == usize::from(ALL) {
                 v.push((t.tag.clone(), t.take()));
             }
         }
