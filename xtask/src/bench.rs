@@ -1177,19 +1177,15 @@ fn tracer_profile(dir: &Path, nginx: &Nginx, bin: &Path, object: &Path) -> Resul
         .status()
         .is_ok_and(|s| s.success());
     anyhow::ensure!(works, "`perf stat -e cpu-clock true` fails here");
-    let Attached::Tracer {
-        mut child,
-        dir: tdir,
-        err,
-        ..
-    } = attach(Config::Default, bin, object, 998)?
-    else {
-        anyhow::bail!("the default configuration did not start a tracer");
-    };
+    let mut att = attach(Config::Default, bin, object, 998)?;
+    anyhow::ensure!(
+        matches!(att, Attached::Tracer { .. }),
+        "the default configuration did not start a tracer"
+    );
     let data = dir.join("tracer.perf.data");
     let perf = Command::new("perf")
         .args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-p"])
-        .arg(child.id().to_string())
+        .arg(att.pid().to_string())
         .arg("-o")
         .arg(&data)
         .stdout(Stdio::null())
@@ -1201,10 +1197,9 @@ fn tracer_profile(dir: &Path, nginx: &Nginx, bin: &Path, object: &Path) -> Resul
         signal(perf.id(), libc::SIGINT);
         let _ = reap(&mut perf, Duration::from_secs(30));
     }
-    signal(child.id(), libc::SIGINT);
-    let _ = reap(&mut child, Duration::from_secs(30));
-    drop(err.map(|h| h.join()));
-    let _ = std::fs::remove_dir_all(tdir);
+    if let Err(e) = stop_tracer(&mut att) {
+        eprintln!("  tracer profile: stopping the tracer: {e:#}");
+    }
     let (conns, _, _) = load?;
     let out = Command::new("perf")
         .arg("report")
